@@ -1,0 +1,80 @@
+#include "memory_bank.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "../../common/checks.h"
+#include "../../common/class_plan.h"
+#include "memory_bank_common.h"
+
+namespace segproto {
+
+at::Tensor memory_bank_check(const at::Tensor& bank, const at::Tensor& ptr, const at::Tensor& count,
+                             const at::Tensor& feats, const at::Tensor& labels) {
+  constexpr const char* op = "segproto::memory_bank_push_";
+  check_float(bank, op, "bank");
+  check_dim(bank, 3, op, "bank", "[K, M, D]");
+  TORCH_CHECK(bank.size(1) > 0, op, ": bank capacity M must be > 0");
+  TORCH_CHECK(bank.is_contiguous(), op, ": bank must be contiguous (it is updated in place)");
+  check_long(ptr, op, "ptr");
+  check_long(count, op, "count");
+  TORCH_CHECK(ptr.dim() == 1 && ptr.size(0) == bank.size(0), op, ": ptr must have shape [", bank.size(0),
+              "], got ", ptr.sizes());
+  TORCH_CHECK(count.dim() == 1 && count.size(0) == bank.size(0), op, ": count must have shape [",
+              bank.size(0), "], got ", count.sizes());
+  check_float(feats, op, "feats");
+  check_dim(feats, 2, op, "feats", "[N, D]");
+  TORCH_CHECK(feats.size(1) == bank.size(2), op, ": feats has D=", feats.size(1), " but the bank has D=",
+              bank.size(2));
+  check_long(labels, op, "labels");
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == feats.size(0), op, ": labels must have shape [",
+              feats.size(0), "], got ", labels.sizes());
+  check_same_device(bank, ptr, op, "bank", "ptr");
+  check_same_device(bank, count, op, "bank", "count");
+  check_same_device(bank, feats, op, "bank", "feats");
+  check_same_device(bank, labels, op, "bank", "labels");
+  const auto bad_ptr = ptr.lt(0).logical_or_(ptr.ge(bank.size(1)));
+  TORCH_CHECK(!bad_ptr.any().item<bool>(), op, ": ptr values must be in [0, M=", bank.size(1), ")");
+  return feats.to(at::toOpMathType(bank.scalar_type())).contiguous();
+}
+
+void memory_bank_advance(at::Tensor& ptr, at::Tensor& count, const at::Tensor& pushed, int64_t capacity) {
+  ptr.add_(pushed).remainder_(capacity);
+  count.add_(pushed).clamp_max_(capacity);
+}
+
+namespace {
+
+void memory_bank_push_cpu(at::Tensor bank, at::Tensor ptr, at::Tensor count, const at::Tensor& feats_in,
+                          const at::Tensor& labels_in, int64_t ignore_index) {
+  const at::Tensor feats = memory_bank_check(bank, ptr, count, feats_in, labels_in);
+  const int64_t k_classes = bank.size(0), capacity = bank.size(1), d = bank.size(2);
+  const ClassPlan plan = make_class_plan(labels_in.contiguous(), k_classes, ignore_index,
+                                         "segproto::memory_bank_push_");
+  const int64_t n = feats.size(0);
+  if (n == 0) return;
+  const at::Tensor ptr_c = ptr.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, bank.scalar_type(), "memory_bank_push_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    scalar_t* b = bank.mutable_data_ptr<scalar_t>();
+    const acc_t* x = feats.const_data_ptr<acc_t>();
+    const int64_t* pp = ptr_c.const_data_ptr<int64_t>();
+    const int64_t* order = plan.order.const_data_ptr<int64_t>();
+    const int64_t* keys = plan.keys.const_data_ptr<int64_t>();
+    const int64_t* offsets = plan.offsets.const_data_ptr<int64_t>();
+    // Surviving rows go to distinct slots, so positions can be written in parallel.
+    at::parallel_for(0, n, 64, [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p)
+        push_sorted_row(b, pp, x, order, keys, offsets, k_classes, capacity, d, p);
+    });
+  });
+  memory_bank_advance(ptr, count, plan.counts, capacity);
+}
+
+}  // namespace
+}  // namespace segproto
+
+TORCH_LIBRARY_IMPL(segproto, CPU, m) { m.impl("memory_bank_push_", &segproto::memory_bank_push_cpu); }

@@ -1,0 +1,271 @@
+"""Public compiled ops of segproto (semantics: ``docs/ops.md``).
+
+Each op dispatches to ``torch.ops.segproto.<name>`` (C++/CUDA kernels in ``csrc/``) when the
+extension ``segproto._C`` is loaded and has kernels for the tensors' device, and to the
+pure-PyTorch reference in :mod:`segproto._reference` otherwise. If the extension cannot load,
+a warning with the reason is issued once; ``SEGPROTO_REQUIRE_EXT=1`` turns that into an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from segproto import _reference as ref
+
+__all__ = [
+    "build_info",
+    "class_sums",
+    "prototype_update_",
+    "prototype_momentum_update_",
+    "memory_bank_push_",
+    "masked_cosine_correlation",
+    "masked_cosine_prior",
+    "sample_per_class",
+]
+
+_BUILD_INFO_FILE = Path(__file__).with_name("_build_info.json")
+
+
+def _read_build_info() -> Optional[dict]:
+    try:
+        return json.loads(_BUILD_INFO_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_extension() -> tuple[bool, Optional[str], Optional[dict]]:
+    """Returns (loaded, reason it did not load, recorded build info)."""
+    info = _read_build_info()
+    if info is None:
+        return False, "segproto was not built (no _build_info.json); run `pip install --no-build-isolation -e .`", None
+    if info.get("torch") != torch.__version__:
+        return False, (
+            f"segproto._C was built against torch {info.get('torch')} but torch {torch.__version__} is "
+            "installed; rebuild it with `pip install --no-build-isolation -e .`"
+        ), info
+    if info.get("cuda") and info.get("cuda_version") != torch.version.cuda:
+        return False, (
+            f"segproto._C was built with CUDA {info.get('cuda_version')} kernels but torch reports CUDA "
+            f"{torch.version.cuda}; rebuild it with `pip install --no-build-isolation -e .`"
+        ), info
+    try:
+        from segproto import _C  # noqa: F401  (loading the library registers the ops)
+    except ImportError as exc:
+        return False, f"segproto._C failed to load ({exc})", info
+    return True, None, info
+
+
+_EXT, _EXT_ERROR, _BUILD_INFO = _load_extension()
+if not _EXT:
+    if os.environ.get("SEGPROTO_REQUIRE_EXT", "0") not in ("", "0"):
+        raise ImportError(f"SEGPROTO_REQUIRE_EXT is set and {_EXT_ERROR}")
+    warnings.warn(f"{_EXT_ERROR}; using the pure-PyTorch reference ops (slower).", RuntimeWarning, stacklevel=2)
+_EXT_CUDA = bool(_EXT and _BUILD_INFO and _BUILD_INFO.get("cuda"))
+
+
+def build_info() -> dict[str, Any]:
+    """What was built and what is loaded.
+
+    Returns:
+        dict with ``extension`` (bool: ``_C`` loaded), ``cuda`` (bool: CUDA kernels compiled in),
+        ``torch`` (version built against, or the runtime one if not built), ``cuda_version``,
+        ``arch_list`` and ``error`` (why the extension is not loaded, or None).
+    """
+    info = dict(_BUILD_INFO or {})
+    return {
+        "extension": _EXT,
+        "cuda": _EXT_CUDA,
+        "torch": info.get("torch", torch.__version__),
+        "cuda_version": info.get("cuda_version"),
+        "arch_list": info.get("arch_list"),
+        "error": _EXT_ERROR,
+    }
+
+
+def _use_ext(t: Tensor) -> bool:
+    return _EXT and (t.device.type == "cpu" or (t.device.type == "cuda" and _EXT_CUDA))
+
+
+def class_sums(
+    feats: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255, normalize: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Per-class sums of rows, deterministic (CSR order, no atomics).
+
+    Args:
+        feats: [N, D] float16/bfloat16/float32/float64.
+        labels: [N] int64; ``ignore_index`` rows are skipped, other out-of-range labels raise.
+        num_classes: K.
+        ignore_index: label to skip.
+        normalize: sum ``normalize(feats[i])`` (L2, eps 1e-12) instead of ``feats[i]``.
+
+    Returns:
+        sums [K, D] in float32 (float64 for float64 feats) and counts [K] int64.
+    """
+    if _use_ext(feats):
+        return torch.ops.segproto.class_sums(feats, labels, num_classes, ignore_index, normalize)
+    return ref.class_sums(feats, labels, num_classes, ignore_index, normalize)
+
+
+def prototype_update_(protos: Tensor, sums: Tensor, counts: Tensor, momentum: float) -> None:
+    """In place, for classes with counts > 0: mu = normalize(sums/counts); an all-zero (unset)
+    prototype becomes mu, otherwise ``protos[c] = normalize(m * protos[c] + (1 - m) * mu)``.
+
+    Args:
+        protos: [K, D] float, mutated. sums: [K, D], counts: [K] int64 (from ``class_sums``).
+        momentum: m in [0, 1].
+    """
+    if _use_ext(protos):
+        torch.ops.segproto.prototype_update_(protos, sums, counts, float(momentum))
+    else:
+        ref.prototype_update_(protos, sums, counts, float(momentum))
+
+
+def prototype_momentum_update_(
+    protos: Tensor, feats: Tensor, labels: Tensor, momentum: float, ignore_index: int = 255
+) -> None:
+    """``class_sums(feats, labels, K, ignore_index, normalize=True)`` then ``prototype_update_``."""
+    sums, counts = class_sums(feats, labels, protos.shape[0], ignore_index, normalize=True)
+    prototype_update_(protos, sums, counts, momentum)
+
+
+def memory_bank_push_(
+    bank: Tensor, ptr: Tensor, count: Tensor, feats: Tensor, labels: Tensor, ignore_index: int = 255
+) -> None:
+    """Per-class ring-buffer push (the PiCo pixel and region queues).
+
+    Rows of class c, in increasing row order, are L2-normalised and written to slots
+    ``(ptr[c] + j) mod M``; then ``ptr[c] = (ptr[c] + n) mod M`` and ``count[c] = min(count[c] + n, M)``.
+
+    Args:
+        bank: [K, M, D] float, contiguous, mutated. ptr, count: [K] int64, mutated.
+        feats: [N, D] float (any float dtype; normalised in float32/float64). labels: [N] int64.
+    """
+    if _use_ext(bank):
+        torch.ops.segproto.memory_bank_push_(bank, ptr, count, feats, labels, ignore_index)
+    else:
+        ref.memory_bank_push_(bank, ptr, count, feats, labels, ignore_index)
+
+
+def masked_cosine_correlation(query: Tensor, support: Tensor, mask: Tensor, eps: float = 1e-7) -> Tensor:
+    """``corr[b, i, j] = mask[b, j] * <q, s> / (max(||q||, eps) * max(||s||, eps))``.
+
+    Args:
+        query: [B, C, Lq], support: [B, C, Ls] (same float dtype), mask: [B, Ls] in [0, 1]
+            (not differentiated).
+
+    Returns:
+        [B, Lq, Ls] in the input dtype; differentiable w.r.t. query and support.
+    """
+    if _use_ext(query):
+        return torch.ops.segproto.masked_cosine_correlation(query, support, mask, eps)
+    return ref.masked_cosine_correlation(query, support, mask, eps)
+
+
+def masked_cosine_prior(query: Tensor, support: Tensor, mask: Tensor, eps: float = 1e-7) -> Tensor:
+    """Few-shot prior ``prior[b, i] = max_j corr[b, i, j]`` without materialising [B, Lq, Ls].
+
+    Not differentiable: priors come from frozen backbone features. Raises if called on inputs
+    that require grad while autograd is enabled (wrap the call in ``torch.no_grad()``).
+    With several shots, call once per shot and average. Empty support (Ls = 0) gives zeros.
+
+    Returns:
+        [B, Lq] in the input dtype.
+    """
+    if torch.is_grad_enabled() and (query.requires_grad or support.requires_grad):
+        raise RuntimeError(
+            "segproto.ops.masked_cosine_prior has no gradient (priors use frozen features); "
+            "call it under torch.no_grad() or pass detached tensors"
+        )
+    if _use_ext(query):
+        return torch.ops.segproto.masked_cosine_prior(query, support, mask, eps)
+    return ref.masked_cosine_prior(query, support, mask, eps)
+
+
+def sample_per_class(
+    labels: Tensor,
+    num_per_class: int,
+    num_classes: int,
+    ignore_index: int = 255,
+    generator: Optional[torch.Generator] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Uniformly draws up to ``num_per_class`` pixels of each (image, class), without replacement.
+
+    Vectorised (random keys + two stable sorts; no Python loop over images or classes) and fully
+    determined by ``generator`` (which must live on ``labels.device``).
+
+    Args:
+        labels: [B, N] int64 per-image labels (flatten spatial dims first).
+        num_per_class: V, the maximum number of pixels drawn per (image, class).
+        num_classes: K; labels outside [0, K) other than ``ignore_index`` raise.
+
+    Returns:
+        (image index [S], pixel index [S], class [S]) sorted by (image, class): for each pair with
+        n pixels, min(n, V) distinct pixels of that class.
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"sample_per_class: labels must be [B, N], got shape {tuple(labels.shape)}")
+    ref.check_labels(labels, num_classes, ignore_index, "sample_per_class")
+    b, n = labels.shape
+    flat = labels.reshape(-1)
+    valid = torch.nonzero(flat != ignore_index).squeeze(1)  # [Nv], increasing
+    key = torch.div(valid, n, rounding_mode="floor") * num_classes + flat[valid]  # image * K + class
+    noise = torch.rand(valid.numel(), generator=generator, device=labels.device)
+    shuffled = torch.argsort(noise)  # a uniform random permutation
+    grouped = shuffled[torch.argsort(key[shuffled], stable=True)]  # by key; random within a key
+    gkey = key[grouped]
+    counts = torch.bincount(gkey, minlength=b * num_classes)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(gkey.numel(), device=labels.device) - first[gkey]
+    pick = valid[grouped[rank < num_per_class]]
+    return torch.div(pick, n, rounding_mode="floor"), pick % n, flat[pick]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels (torch.compile / meta tensors) and autograd, registered only with the extension.
+if _EXT:
+
+    @torch.library.register_fake("segproto::class_sums")
+    def _class_sums_fake(feats, labels, num_classes, ignore_index=255, normalize=False):
+        sums = feats.new_empty((num_classes, feats.shape[1]), dtype=ref.opmath_dtype(feats.dtype))
+        return sums, labels.new_empty((num_classes,))
+
+    @torch.library.register_fake("segproto::prototype_update_")
+    def _prototype_update_fake(protos, sums, counts, momentum):
+        return None
+
+    @torch.library.register_fake("segproto::memory_bank_push_")
+    def _memory_bank_push_fake(bank, ptr, count, feats, labels, ignore_index=255):
+        return None
+
+    @torch.library.register_fake("segproto::masked_cosine_correlation")
+    def _corr_fake(query, support, mask, eps=1e-7):
+        return query.new_empty((query.shape[0], query.shape[2], support.shape[2]))
+
+    @torch.library.register_fake("segproto::masked_cosine_correlation_backward")
+    def _corr_backward_fake(grad, query, support, mask, eps):
+        return torch.empty_like(query), torch.empty_like(support)
+
+    @torch.library.register_fake("segproto::masked_cosine_prior")
+    def _prior_fake(query, support, mask, eps=1e-7):
+        return query.new_empty((query.shape[0], query.shape[2]))
+
+    def _corr_setup_context(ctx, inputs, output):
+        query, support, mask, eps = inputs
+        ctx.save_for_backward(query, support, mask)
+        ctx.eps = eps
+
+    def _corr_backward(ctx, grad):
+        query, support, mask = ctx.saved_tensors
+        gq, gs = torch.ops.segproto.masked_cosine_correlation_backward(grad, query, support, mask, ctx.eps)
+        return gq, gs, None, None
+
+    torch.library.register_autograd(
+        "segproto::masked_cosine_correlation", _corr_backward, setup_context=_corr_setup_context
+    )
