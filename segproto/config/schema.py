@@ -1,0 +1,253 @@
+"""The typed config schema: one ``@dataclass`` per YAML section.
+
+To add a section for a new method, add a dataclass and a field for it, e.g. in
+:class:`LossConfig`::
+
+    contrast: ContrastLossConfig = field(default_factory=ContrastLossConfig)
+
+Loading, validation, did-you-mean messages, overrides and saving pick it up automatically.
+A section may define ``check(self) -> list[Issue]`` for value checks; each issue names the
+key relative to the section (see the helpers :func:`bound` and :func:`nonempty`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Sequence
+
+Issue = tuple[str, str]  # (dotted key relative to the section, message)
+
+
+def bound(key: str, value: Any, *, gt: float | None = None, ge: float | None = None,
+          lt: float | None = None, le: float | None = None) -> list[Issue]:
+    """Check a number (or every number of a tuple/list) against bounds; ``None`` passes.
+
+    Written as ``not (v > gt)`` so that NaN fails every bound.
+    """
+    if value is None:
+        return []
+    for v in value if isinstance(value, (tuple, list)) else [value]:
+        for ok, text in ((gt is None or v > gt, f"> {gt}"), (ge is None or v >= ge, f">= {ge}"),
+                         (lt is None or v < lt, f"< {lt}"), (le is None or v <= le, f"<= {le}")):
+            if not ok:
+                what = "every item must be" if isinstance(value, (tuple, list)) else "must be"
+                return [(key, f"{what} {text}, got {value!r}")]
+    return []
+
+
+def nonempty(key: str, value: Optional[str]) -> list[Issue]:
+    """A string option that must not be empty (``None`` passes)."""
+    return [(key, "must not be empty")] if value is not None and not value.strip() else []
+
+
+def _same_length(key: str, value: Optional[Sequence], other_key: str,
+                 other: Optional[Sequence]) -> list[Issue]:
+    if value is None or other is None or len(value) == len(other):
+        return []
+    return [(key, f"has {len(value)} items but '{other_key}' has {len(other)}")]
+
+
+@dataclass
+class SyntheticConfig:
+    """Procedurally generated dataset (no download; used by tests and the quickstart)."""
+
+    num_train: int = 2000
+    num_val: int = 300
+    num_test: int = 300
+    image_size: int = 128
+    seed: int = 0
+
+    def check(self) -> list[Issue]:
+        return [*bound("num_train", self.num_train, ge=1), *bound("num_val", self.num_val, ge=0),
+                *bound("num_test", self.num_test, ge=0),
+                *bound("image_size", self.image_size, ge=1), *bound("seed", self.seed, ge=0)]
+
+
+@dataclass
+class DataConfig:
+    """Dataset, label space and augmentation."""
+
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    img_dir: str = "img_dir"
+    ann_dir: str = "ann_dir"
+    img_suffix: str = ".png"
+    seg_map_suffix: str = ".png"
+    classes: Optional[list[str]] = None
+    palette: Optional[list[list[int]]] = None
+    reduce_zero_label: bool = False
+    taxonomy: Optional[str] = None
+    level: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    crop_size: tuple[int, int] = (128, 128)
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    flip: bool = True
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    ignore_index: int = 255
+    batch_size: int = 8
+    val_batch_size: int = 8
+    num_workers: int = 0
+
+    def check(self) -> list[Issue]:
+        issues = [*nonempty("dataset", self.dataset), *nonempty("taxonomy", self.taxonomy),
+                  *bound("crop_size", self.crop_size, ge=1),
+                  *bound("scale_range", self.scale_range, gt=0),
+                  *bound("std", self.std, gt=0), *bound("level", self.level, ge=0),
+                  *bound("batch_size", self.batch_size, ge=1),
+                  *bound("val_batch_size", self.val_batch_size, ge=1),
+                  *bound("num_workers", self.num_workers, ge=0),
+                  *_same_length("palette", self.palette, "data.classes", self.classes)]
+        if not issues and self.scale_range[0] > self.scale_range[1]:
+            issues.append(("scale_range", f"must be [min, max] with min <= max, "
+                                          f"got {list(self.scale_range)}"))
+        if self.level > 0 and self.taxonomy is None:
+            issues.append(("level", f"is {self.level} but 'data.taxonomy' is not set"))
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            issues.append(("classes", "has duplicate names"))
+        for i, colour in enumerate(self.palette or []):
+            if len(colour) != 3 or not all(0 <= c <= 255 for c in colour):
+                issues.append((f"palette[{i}]", f"must be [r, g, b] in 0..255, got {colour}"))
+        return issues
+
+
+@dataclass
+class ModelConfig:
+    """Segmentor architecture and backbone."""
+
+    arch: Literal["deeplabv3plus", "fcn"] = "deeplabv3plus"
+    backbone: str = "resnet18"
+    output_stride: Literal[8, 16] = 16
+    pretrained: Optional[str] = None
+    channels: int = 256
+    dropout: float = 0.1
+    sync_bn: bool = False
+
+    def check(self) -> list[Issue]:
+        issues = [*nonempty("backbone", self.backbone), *nonempty("pretrained", self.pretrained),
+                  *bound("channels", self.channels, ge=1),
+                  *bound("dropout", self.dropout, ge=0, lt=1)]
+        if self.backbone.startswith("timm:") and not self.backbone[5:].strip():
+            issues.append(("backbone", f"must name a model after 'timm:', got {self.backbone!r}"))
+        return issues
+
+
+@dataclass
+class MethodConfig:
+    """Which method (model + losses) to train; methods add their own sections."""
+
+    name: str = "ce"
+
+    def check(self) -> list[Issue]:
+        return nonempty("name", self.name)
+
+
+@dataclass
+class CELossConfig:
+    """Pixel-wise cross-entropy."""
+
+    weight: float = 1.0
+    class_weight: Optional[list[float]] = None
+
+    def check(self) -> list[Issue]:
+        return [*bound("weight", self.weight, ge=0),
+                *bound("class_weight", self.class_weight, ge=0)]
+
+
+@dataclass
+class LossConfig:
+    """Loss terms; each method adds its own sub-section."""
+
+    ce: CELossConfig = field(default_factory=CELossConfig)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer."""
+
+    type: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    head_lr_mult: float = 1.0
+    grad_clip: Optional[float] = None
+
+    def check(self) -> list[Issue]:
+        return [*bound("lr", self.lr, gt=0), *bound("momentum", self.momentum, ge=0, lt=1),
+                *bound("weight_decay", self.weight_decay, ge=0),
+                *bound("betas", self.betas, ge=0, lt=1),
+                *bound("head_lr_mult", self.head_lr_mult, gt=0),
+                *bound("grad_clip", self.grad_clip, gt=0)]
+
+
+@dataclass
+class SchedConfig:
+    """Linear warm-up then poly decay: ``lr = (lr0 - min_lr) * (1 - t / T) ** power + min_lr``."""
+
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.1
+    power: float = 0.9
+    min_lr: float = 0.0
+
+    def check(self) -> list[Issue]:
+        return [*bound("warmup_iters", self.warmup_iters, ge=0),
+                *bound("warmup_ratio", self.warmup_ratio, gt=0, le=1),
+                *bound("power", self.power, ge=0), *bound("min_lr", self.min_lr, ge=0)]
+
+
+@dataclass
+class TrainConfig:
+    """Iteration-based training loop, logging and checkpointing."""
+
+    iters: int = 2000
+    eval_interval: int = 500
+    log_interval: int = 20
+    checkpoint_interval: int = 500
+    max_keep_ckpts: int = 2
+    amp: bool = False
+    tensorboard: bool = False
+    load_from: Optional[str] = None
+
+    def check(self) -> list[Issue]:
+        issues = [*bound("iters", self.iters, ge=1),
+                  *bound("eval_interval", self.eval_interval, ge=1),
+                  *bound("log_interval", self.log_interval, ge=1),
+                  *bound("checkpoint_interval", self.checkpoint_interval, ge=1),
+                  *nonempty("load_from", self.load_from)]
+        if self.max_keep_ckpts != -1 and self.max_keep_ckpts < 1:
+            issues.append(("max_keep_ckpts", f"must be >= 1 or -1 (keep all), "
+                                             f"got {self.max_keep_ckpts}"))
+        return issues
+
+
+@dataclass
+class Config:
+    """Root of the config tree (what :func:`segproto.config.load_config` returns)."""
+
+    seed: int = 0
+    deterministic: bool = True
+    work_dir: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self) -> list[Issue]:
+        """Checks that span sections (per-section checks live in each section)."""
+        issues = [*bound("seed", self.seed, ge=0, lt=2**32), *nonempty("work_dir", self.work_dir),
+                  *_same_length("loss.ce.class_weight", self.loss.ce.class_weight,
+                                "data.classes", self.data.classes)]
+        if self.sched.warmup_iters > self.train.iters:
+            issues.append(("sched.warmup_iters", f"({self.sched.warmup_iters}) must be <= "
+                                                 f"'train.iters' ({self.train.iters})"))
+        if self.sched.min_lr > self.optim.lr:
+            issues.append(("sched.min_lr", f"({self.sched.min_lr}) must be <= "
+                                           f"'optim.lr' ({self.optim.lr})"))
+        return issues
