@@ -70,8 +70,11 @@ class DataConfig:
     dataset: str = "synthetic"
     root: str = "data/synthetic"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    img_dir: str = "img_dir"
-    ann_dir: str = "ann_dir"
+    img_dir: Optional[str] = None      # None: the dataset's default ("img_dir/{subset}")
+    ann_dir: Optional[str] = None      # None: the dataset's default ("ann_dir/{subset}")
+    split_file: Optional[str] = None   # None: "splits/{split}.txt"
+    list_file: Optional[str] = None    # "filelist" datasets only
+    cat_max_ratio: Optional[float] = None
     img_suffix: str = ".png"
     seg_map_suffix: str = ".png"
     classes: Optional[list[str]] = None
@@ -120,8 +123,11 @@ class ModelConfig:
 
     arch: Literal["deeplabv3plus", "fcn"] = "deeplabv3plus"
     backbone: str = "resnet18"
-    output_stride: Literal[8, 16] = 16
+    output_stride: Optional[Literal[8, 16, 32]] = 16   # None: the timm backbone's native strides
     pretrained: Optional[str] = None
+    pretrained_strict: bool = True
+    head_input: Optional[Literal["last", "concat"]] = None  # FCN input; None: "concat" for timm HRNets
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     channels: int = 256
     dropout: float = 0.1
     sync_bn: bool = False
@@ -210,6 +216,7 @@ class TrainConfig:
     max_keep_ckpts: int = 2
     amp: bool = False
     tensorboard: bool = False
+    progress_bar: bool = True
     load_from: Optional[str] = None
 
     def check(self) -> list[Issue]:

@@ -1,0 +1,23 @@
+"""Shared argument handling of the ``python -m segproto.*`` entry points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from segproto.config import ConfigError, load_config
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. train.iters=100 data.batch_size=4")
+
+
+def load_or_exit(path: str, overrides: Sequence[str]):
+    """Loads and validates the config; on error prints the message (no traceback) and exits 2."""
+    try:
+        return load_config(path, overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}")

@@ -1,0 +1,55 @@
+"""Builds what the trainer and the entry points need from a config: datasets, loaders, method."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from segproto.data import DATA_KEYS, EvalSampler, InfiniteSampler, build_dataset
+
+
+def data_dict(cfg: Any) -> dict:
+    """The ``data`` section as the plain dict ``build_dataset`` reads (unset optional keys dropped,
+    relative roots kept as given: callers resolve them against the launch directory)."""
+    d = dataclasses.asdict(cfg.data)
+    out = {k: v for k, v in d.items() if k in DATA_KEYS and v is not None}
+    out["synthetic"] = dict(d["synthetic"])
+    return out
+
+
+def build_split(cfg: Any, split: str, train: bool):
+    return build_dataset(data_dict(cfg), split, train)
+
+
+def train_loader(dataset, cfg: Any, rank: int, world: int, start_draw: int) -> DataLoader:
+    """Infinite loader; ``start_draw`` skips this rank's first draws (exact resume)."""
+    sampler = InfiniteSampler(len(dataset), seed=cfg.seed, shuffle=True, rank=rank, world_size=world,
+                              start=start_draw)
+    workers = cfg.data.num_workers
+    return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
+                      drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+
+
+def eval_loader(dataset, cfg: Any, rank: int = 0, world: int = 1) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.data.val_batch_size, sampler=EvalSampler(len(dataset), rank, world),
+                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+
+
+def level_target_fn(taxonomy, level: int) -> Optional[Any]:
+    """Maps fine (level 0) labels to the training level, or None when training on level 0."""
+    if level == 0:
+        return None
+    if taxonomy is None:
+        raise ValueError(f"data.level is {level} but the dataset has no taxonomy")
+    return lambda gt: taxonomy.map_labels(gt, 0, level)
+
+
+def label_space(dataset, level: int) -> tuple[int, list[str], Optional[list]]:
+    """(num_classes, class names, palette) at the training level."""
+    tax = dataset.taxonomy
+    if level == 0:
+        return dataset.num_classes, dataset.classes, dataset.palette
+    return tax.num_classes(level), tax.class_names(level), tax.palette(level)

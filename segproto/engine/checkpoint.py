@@ -1,0 +1,83 @@
+"""Atomic checkpoints: temp file + fsync + rename, a keep limit, a best-mIoU copy, and
+``last_checkpoint``. A crash at any moment leaves the previous checkpoints intact. Files load with
+``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+_ITER_RE = re.compile(r"^iter_(\d+)\.pth$")
+_BEST_RE = re.compile(r"^best_mIoU_iter_(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or not a segproto checkpoint."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    _atomic_write(path, lambda f: torch.save(obj, f))
+    return path
+
+
+def save_checkpoint(state: dict, work_dir: str | Path, iteration: int, max_keep: int,
+                    best: bool) -> Path:
+    """Writes ``iter_N.pth`` (and ``best_mIoU_iter_N.pth`` if ``best``), updates
+    ``last_checkpoint``, then prunes old files beyond ``max_keep`` (-1 keeps all)."""
+    work_dir = Path(work_dir)
+    path = atomic_torch_save(state, work_dir / f"iter_{iteration}.pth")
+    if best:
+        best_path = atomic_torch_save(state, work_dir / f"best_mIoU_iter_{iteration}.pth")
+        for old in work_dir.iterdir():
+            if _BEST_RE.match(old.name) and old != best_path:
+                old.unlink()
+    _atomic_write(work_dir / "last_checkpoint", lambda f: f.write(path.name.encode()))
+    if max_keep > 0:
+        ckpts = sorted((int(m.group(1)), p) for p in work_dir.iterdir() if (m := _ITER_RE.match(p.name)))
+        for _, old in ckpts[:-max_keep]:
+            old.unlink()
+    return path
+
+
+def find_last_checkpoint(work_dir: str | Path) -> Optional[Path]:
+    """The checkpoint named in ``last_checkpoint``, else the highest ``iter_N.pth``, else None."""
+    work_dir = Path(work_dir)
+    marker = work_dir / "last_checkpoint"
+    if marker.is_file():
+        path = work_dir / marker.read_text().strip()
+        if path.is_file():
+            return path
+    ckpts = sorted((int(m.group(1)), p) for p in work_dir.glob("iter_*.pth") if (m := _ITER_RE.match(p.name)))
+    return ckpts[-1][1] if ckpts else None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Loads a checkpoint on CPU with ``weights_only=True``; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, ...
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a segproto checkpoint (no 'model' entry)")
+    return state

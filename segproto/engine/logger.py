@@ -1,0 +1,115 @@
+"""Run outputs: ``scalars.jsonl`` (+ optional TensorBoard), log lines, and end-of-run plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+
+def memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA max allocated, or the process's peak RSS on CPU (MiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"
+
+
+class ScalarWriter:
+    """Appends one JSON object per record to ``work_dir/scalars.jsonl``; mirrors to TensorBoard.
+
+    On resume, records after the resumed iteration are dropped first, so the file reads as if
+    the run had never stopped.
+    """
+
+    def __init__(self, work_dir: Path, tensorboard: bool = False, resume_iter: Optional[int] = None) -> None:
+        self.path = Path(work_dir) / "scalars.jsonl"
+        if resume_iter is not None and self.path.is_file():
+            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= resume_iter]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+        elif resume_iter is None and self.path.is_file():
+            self.path.unlink()
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(work_dir) / "tb"))
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = int(record.get("iter", 0))
+            for k, v in record.items():
+                if k != "iter" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def log_line(it: int, total: int, lr: float, losses: Mapping[str, float], t_iter: float, t_data: float,
+             mem: float, eta: float) -> str:
+    terms = "  ".join(f"{k}: {v:.4f}" for k, v in losses.items())
+    return (f"iter {it}/{total}  lr: {lr:.3e}  {terms}  time: {t_iter:.3f}s  data: {t_data:.3f}s  "
+            f"mem: {mem:.0f}MiB  eta: {format_eta(eta)}")
+
+
+def echo(msg: str) -> None:
+    """Prints a line without breaking a tqdm bar."""
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stdout)
+    except ImportError:  # pragma: no cover
+        print(msg, flush=True)
+
+
+def save_plots(work_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
+    """Loss and mIoU curves from ``scalars.jsonl`` and per-class IoU bars, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    work_dir = Path(work_dir)
+    recs = [json.loads(ln) for ln in (work_dir / "scalars.jsonl").read_text().splitlines() if ln]
+    train = [r for r in recs if r.get("mode") == "train"]
+    val = [r for r in recs if r.get("mode") == "val"]
+    out = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted({k for r in train for k in r if k.startswith("loss")}):
+        pts = [(r["iter"], r[key]) for r in train if key in r]
+        axes[0].plot(*zip(*pts), label=key)
+    axes[0].set(xlabel="iteration", ylabel="loss", title="training losses")
+    axes[0].legend(fontsize=8)
+    if val:
+        axes[1].plot([r["iter"] for r in val], [r["mIoU"] for r in val], marker="o")
+    axes[1].set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
+    fig.tight_layout()
+    out.append(work_dir / "curves.png")
+    fig.savefig(out[-1], dpi=100)
+    plt.close(fig)
+    names, ious = metrics.get("classes") or [], metrics.get("IoU") or []
+    if names:
+        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4))
+        ax.bar(range(len(names)), [0 if v is None or v != v else v for v in ious])
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set(ylabel="IoU (%)", title=f"per-class IoU (mIoU {metrics['mIoU']:.2f})")
+        fig.tight_layout()
+        out.append(work_dir / "per_class_iou.png")
+        fig.savefig(out[-1], dpi=100)
+        plt.close(fig)
+    return out

@@ -1,0 +1,37 @@
+"""Train a model: ``python -m segproto.train CONFIG [--work-dir D] [--resume [CKPT]] [--amp]
+[--cfg-options a.b=v ...]``. DDP: ``torchrun --nproc_per_node N -m segproto.train CONFIG``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from segproto.cli import add_config_args, load_or_exit
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m segproto.train", description=__doc__.split("\n")[0])
+    add_config_args(p)
+    p.add_argument("--work-dir", help="output directory (default: work_dirs/<config name>)")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="continue exactly from CKPT, or from the work dir's last checkpoint")
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    a = p.parse_args(argv)
+    overrides = list(a.cfg_options) + (["train.amp=true"] if a.amp else [])
+    cfg = load_or_exit(a.config, overrides)
+    work_dir = a.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(a.config).stem)
+
+    from segproto.data import DatasetError
+    from segproto.engine import CheckpointError, NonFiniteLossError, Trainer
+
+    try:
+        Trainer(cfg, work_dir, resume=a.resume).run()
+    except (NonFiniteLossError, CheckpointError, DatasetError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
