@@ -20,4 +20,5 @@ def load_or_exit(path: str, overrides: Sequence[str]):
     try:
         return load_config(path, overrides)
     except (ConfigError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

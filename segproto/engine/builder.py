@@ -30,12 +30,20 @@ def train_loader(dataset, cfg: Any, rank: int, world: int, start_draw: int) -> D
                               start=start_draw)
     workers = cfg.data.num_workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
-                      drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
+                      drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      generator=_own_generator(cfg.seed))
 
 
 def eval_loader(dataset, cfg: Any, rank: int = 0, world: int = 1) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.data.val_batch_size, sampler=EvalSampler(len(dataset), rank, world),
-                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available(),
+                      generator=_own_generator(cfg.seed))
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    """A loader-private generator: creating a loader iterator (which draws a worker base seed) must
+    not consume the global RNG, or a resumed run's dropout masks would shift by one draw."""
+    return torch.Generator().manual_seed(seed)
 
 
 def level_target_fn(taxonomy, level: int) -> Optional[Any]:

@@ -75,3 +75,12 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every rank. DDP broadcasts buffers at the start of each training forward,
+    so after the last step each rank still holds its own BatchNorm statistics; evaluation and
+    checkpoints must all see rank 0's."""
+    if is_dist():
+        for b in module.buffers():
+            dist.broadcast(b, src=0)

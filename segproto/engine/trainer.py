@@ -122,6 +122,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _evaluate(self) -> dict:
+        sdist.broadcast_buffers(self.method)
         loader = eval_loader(self.val_set, self.cfg, self.rank, self.world)
         return evaluate(self.method, loader, self.num_classes, self.class_names, self.device,
                         self.cfg.data.ignore_index, self.taxonomy, self.cfg.data.level, self.amp_dtype,
