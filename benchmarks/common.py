@@ -34,9 +34,38 @@ def timeit(fn: Callable[[], object], device: str, repeats: int = 5, warmup: int 
     return statistics.median(times)
 
 
-def peak_rss_mb() -> float:
-    """The process's peak resident set size so far (MiB, Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def rss_mb() -> float:
+    """Current resident set size (MiB, Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class PeakRSS:
+    """Samples the RSS every 0.5 ms in a thread; ``extra_mb`` = peak minus the RSS at entry."""
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.base = self.peak = rss_mb()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self.peak = max(self.peak, rss_mb())
+                time.sleep(0.0005)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def extra_mb(self) -> float:
+        return self.peak - self.base
 
 
 def run_isolated(module: str, args: list[str]) -> dict:

@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine, peak_rss_mb, print_table, run_isolated, timeit, write_json
+from benchmarks.common import PeakRSS, machine, print_table, run_isolated, timeit, write_json
 from segproto import _reference as ref
 from segproto import ops
 
@@ -115,15 +115,17 @@ def prior_worker(variant: str, device: str, b: int, c: int, lq: int, ls: int, sh
         return torch.stack([torch.bmm(qn, F.normalize(s, dim=1) * m[:, None]).amax(2) for s, m in zip(sup, masks)]).mean(0)
 
     fn = ours if variant == "ours" else dense
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = peak_rss_mb()
     with torch.no_grad():
-        fn()  # first run: the peak
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else peak_rss_mb() - base
+        if device == "cuda":  # first run: the peak
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+        else:
+            with PeakRSS() as rss:
+                fn()
+            peak = rss.extra_mb
         t = timeit(fn, device, reps, warmup=0)
     return {"variant": variant, "time_s": t, "peak_extra_mb": peak}
 

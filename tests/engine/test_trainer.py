@@ -154,3 +154,12 @@ def test_test_infer_export_entry_points(tiny_cfg, write_cfg, tmp_path, tiny_root
     out = _cli("segproto.infer", str(cfg_path), str(tmp_path / "model.pth"), str(img), "--out", str(tmp_path / "inf"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "inf" / f"{img.stem}_overlay.png").is_file()
+
+
+def test_amp_bf16_on_cpu_and_tensorboard(tiny_cfg, tmp_path):
+    cfg = tiny_cfg(iters=2, eval_interval=2, checkpoint_interval=2, amp=True, tensorboard=True)
+    metrics = Trainer(cfg, tmp_path / "wd").run()
+    assert 0 <= metrics["mIoU"] <= 100
+    recs = [json.loads(ln) for ln in (tmp_path / "wd/scalars.jsonl").read_text().splitlines()]
+    assert all(r["loss_ce"] == r["loss_ce"] for r in recs if r["mode"] == "train")  # finite, not NaN
+    assert list((tmp_path / "wd/tb").glob("events.out.tfevents.*"))

@@ -1,0 +1,24 @@
+"""Datasets, transforms, samplers and taxonomies.
+
+The built-in benchmark is generated once by :func:`generate_synthetic` and read, like any
+real dataset, by :class:`SegDataset`; :func:`build_dataset` does both from a config dict.
+"""
+
+from .build import DATA_KEYS, SYNTHETIC_KEYS, build_dataset, build_transform
+from .dataset import (DatasetError, FileListDataset, SegDataset, load_folds, load_image,
+                      load_label, read_split)
+from .sampler import EvalSampler, InfiniteSampler, mix_seed, sample_seed, seeded
+from .synth_classes import build_taxonomy as synthetic_taxonomy
+from .synthetic import generate_synthetic, render_sample
+from .taxonomy import Taxonomy, TaxonomyError
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+
+__all__ = [
+    "DATA_KEYS", "SYNTHETIC_KEYS", "build_dataset", "build_transform",
+    "DatasetError", "FileListDataset", "SegDataset", "load_folds", "load_image",
+    "load_label", "read_split",
+    "EvalSampler", "InfiniteSampler", "mix_seed", "sample_seed", "seeded",
+    "synthetic_taxonomy", "generate_synthetic", "render_sample",
+    "Taxonomy", "TaxonomyError",
+    "IMAGENET_MEAN", "IMAGENET_STD", "EvalTransform", "TrainTransform",
+]
