@@ -157,7 +157,8 @@ def main(argv=None) -> None:
         sys.exit(f"benchmarks.ops: the compiled extension is not loaded ({ops.build_info()['error']})")
     s = 4 if a.quick else 1
     rows = bench_class_sums(a.device, 8 * 128 * 256 // s, 256, 19, a.reps)
-    rows += bench_memory_bank(a.device, 8, 128 // s, 256 // s, 256, 19, 10, 5000, a.reps)
+    # embeddings at output stride 8 of PiCo's 512x1024 Cityscapes crops: 64x128 per image
+    rows += bench_memory_bank(a.device, 8, 64 // s, 128 // s, 256, 19, 10, 5000, a.reps)
     rows += bench_correlation(a.device, 4, 256, 2500 // s, 2500 // s, a.reps)
     rows += bench_prior(a.device, 4, 256, 6400 // s, 6400 // s, 5, max(1, a.reps // 3))
     for r in rows:

@@ -45,7 +45,7 @@ def test_prior_matches_dense_max(dtype):
 
 
 def test_prior_over_several_tiles():
-    # 1 x 2048 x 4096 scores exceed the 4M-element tile budget: two tiles in the kernel.
+    # 1 x 2048 x 4096 scores exceed the 4M-element tile budget: two query tiles in the kernel.
     q, s, mask = make(b=1, c=4, lq=2048, ls=4096, seed=1)
     torch.testing.assert_close(ops.masked_cosine_prior(q, s, mask).double(), oracle(q, s, mask).amax(2),
                                rtol=1e-5, atol=1e-5)

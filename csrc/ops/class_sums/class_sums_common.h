@@ -16,6 +16,17 @@ SEGPROTO_HD inline acc_t class_sums_row_scale(const scalar_t* row, int64_t d, bo
   return inv_norm_from_sumsq<acc_t>(strided_sumsq<acc_t>(row, d, 1), acc_t(kNormEps));
 }
 
+// CPU: rows are reduced in fixed blocks of this many consecutive rows (each block keeps a
+// [K, D] partial, rows in increasing order), then block partials are added in block order.
+constexpr int64_t kClassSumsCpuBlock = 2048;
+
+// acc[0..d) += row[0..d) * scale, in acc_t.
+template <typename acc_t, typename scalar_t>
+SEGPROTO_HD inline void accumulate_row(acc_t* __restrict__ acc, const scalar_t* __restrict__ row, acc_t scale,
+                                       int64_t d) {
+  for (int64_t k = 0; k < d; ++k) acc[k] += static_cast<acc_t>(row[k]) * scale;
+}
+
 // Sums chunk partials[first .. last) at column k, in order.
 template <typename acc_t>
 SEGPROTO_HD inline acc_t class_sums_reduce_chunks(const acc_t* partials, int64_t first,

@@ -10,7 +10,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/bmm.h>
-#include <ATen/ops/maximum.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
@@ -21,7 +21,7 @@
 
 namespace segproto {
 
-// Budget for one [B, Lq, tile] block of scores in masked_cosine_prior (elements).
+// Budget for one [B, tile, Ls] block of scores in masked_cosine_prior (elements).
 constexpr int64_t kPriorTileElems = int64_t(1) << 22;
 
 inline void masked_cosine_check(const at::Tensor& q, const at::Tensor& s, const at::Tensor& mask, double eps,
@@ -74,23 +74,22 @@ struct MaskedCosine {
             Kernels::normalize_backward(sf, d_sn, eps).to(s.scalar_type())};
   }
 
-  // max_j corr[b, i, j] without materialising [B, Lq, Ls]: Ls is processed in tiles of at most
-  // kPriorTileElems scores, and the positive row scale iq_i is applied after the max.
+  // max_j corr[b, i, j] without materialising [B, Lq, Ls]: the query axis is processed in tiles
+  // of at most kPriorTileElems scores ([B, tile, Ls], reduced along its contiguous last axis),
+  // and the positive query scale iq_i is applied after the max, so the query is never copied.
   static at::Tensor prior(const at::Tensor& q, const at::Tensor& s, const at::Tensor& mask, double eps) {
     masked_cosine_check(q, s, mask, eps, "segproto::masked_cosine_prior");
     const auto t = at::toOpMathType(q.scalar_type());
     const int64_t b = q.size(0), lq = q.size(2), ls = s.size(2);
     if (ls == 0 || lq == 0 || b == 0) return at::zeros({b, lq}, q.options());
     const auto qf = acc(q, t), sf = acc(s, t);
-    const auto col_scale = Kernels::column_inv_norms(sf, eps) * acc(mask, t);         // [B, Ls]
-    const auto qt = qf.transpose(1, 2);                                                // [B, Lq, C]
-    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(ls, kPriorTileElems / (b * lq)));
-    at::Tensor best;
-    for (int64_t j0 = 0; j0 < ls; j0 += tile) {
-      const int64_t w = std::min(tile, ls - j0);
-      const auto st = sf.narrow(2, j0, w) * col_scale.narrow(1, j0, w).unsqueeze(1);  // [B, C, w]
-      const auto m = at::bmm(qt, st).amax(2);                                          // [B, Lq]
-      best = j0 == 0 ? m : at::maximum(best, m);
+    const auto sn = sf * (Kernels::column_inv_norms(sf, eps) * acc(mask, t)).unsqueeze(1);  // [B, C, Ls]
+    const auto qt = qf.transpose(1, 2);                                                     // [B, Lq, C]
+    const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(lq, kPriorTileElems / (b * ls)));
+    auto best = at::empty({b, lq}, qf.options());
+    for (int64_t i0 = 0; i0 < lq; i0 += tile) {
+      const int64_t h = std::min(tile, lq - i0);
+      best.narrow(1, i0, h).copy_(at::bmm(qt.narrow(1, i0, h), sn).amax(2));                // [B, h]
     }
     return (best * Kernels::column_inv_norms(qf, eps)).to(q.scalar_type());
   }
