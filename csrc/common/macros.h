@@ -34,4 +34,24 @@ SEGPROTO_HD inline acc_t strided_sumsq(const scalar_t* x, int64_t n, int64_t str
   return s;
 }
 
+// Sum of squares of a contiguous row x[0..n), accumulated in 8 interleaved lanes (lane l takes
+// elements l, l + 8, ...) that are then added pairwise. The order is fixed (deterministic), and
+// the independent lanes let the compiler vectorise without -ffast-math.
+template <typename acc_t, typename scalar_t>
+SEGPROTO_HD inline acc_t row_sumsq(const scalar_t* x, int64_t n) {
+  acc_t lane[8] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0), acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+  const int64_t body = n - n % 8;
+  for (int64_t k = 0; k < body; k += 8) {
+    for (int l = 0; l < 8; ++l) {
+      const acc_t v = static_cast<acc_t>(x[k + l]);
+      lane[l] += v * v;
+    }
+  }
+  for (int64_t k = body; k < n; ++k) {
+    const acc_t v = static_cast<acc_t>(x[k]);
+    lane[k - body] += v * v;
+  }
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 }  // namespace segproto

@@ -13,7 +13,7 @@ constexpr int64_t kClassSumsChunk = 256;
 template <typename acc_t, typename scalar_t>
 SEGPROTO_HD inline acc_t class_sums_row_scale(const scalar_t* row, int64_t d, bool normalize) {
   if (!normalize) return acc_t(1);
-  return inv_norm_from_sumsq<acc_t>(strided_sumsq<acc_t>(row, d, 1), acc_t(kNormEps));
+  return inv_norm_from_sumsq<acc_t>(row_sumsq<acc_t>(row, d), acc_t(kNormEps));
 }
 
 // CPU: rows are reduced in fixed blocks of this many consecutive rows (each block keeps a

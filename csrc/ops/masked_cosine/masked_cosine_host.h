@@ -76,20 +76,22 @@ struct MaskedCosine {
 
   // max_j corr[b, i, j] without materialising [B, Lq, Ls]: the query axis is processed in tiles
   // of at most kPriorTileElems scores ([B, tile, Ls], reduced along its contiguous last axis),
-  // and the positive query scale iq_i is applied after the max, so the query is never copied.
+  // the support scale is applied to each score tile in place and the positive query scale iq_i
+  // after the max, so neither input is copied (float32 input).
   static at::Tensor prior(const at::Tensor& q, const at::Tensor& s, const at::Tensor& mask, double eps) {
     masked_cosine_check(q, s, mask, eps, "segproto::masked_cosine_prior");
     const auto t = at::toOpMathType(q.scalar_type());
     const int64_t b = q.size(0), lq = q.size(2), ls = s.size(2);
     if (ls == 0 || lq == 0 || b == 0) return at::zeros({b, lq}, q.options());
     const auto qf = acc(q, t), sf = acc(s, t);
-    const auto sn = sf * (Kernels::column_inv_norms(sf, eps) * acc(mask, t)).unsqueeze(1);  // [B, C, Ls]
-    const auto qt = qf.transpose(1, 2);                                                     // [B, Lq, C]
+    const auto col_scale = (Kernels::column_inv_norms(sf, eps) * acc(mask, t)).unsqueeze(1);  // [B, 1, Ls]
+    const auto qt = qf.transpose(1, 2);                                                       // [B, Lq, C]
     const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(lq, kPriorTileElems / (b * ls)));
     auto best = at::empty({b, lq}, qf.options());
     for (int64_t i0 = 0; i0 < lq; i0 += tile) {
       const int64_t h = std::min(tile, lq - i0);
-      best.narrow(1, i0, h).copy_(at::bmm(qt.narrow(1, i0, h), sn).amax(2));                // [B, h]
+      auto scores = at::bmm(qt.narrow(1, i0, h), sf);                                         // [B, h, Ls]
+      best.narrow(1, i0, h).copy_(scores.mul_(col_scale).amax(2));
     }
     return (best * Kernels::column_inv_norms(qf, eps)).to(q.scalar_type());
   }

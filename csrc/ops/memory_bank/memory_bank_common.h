@@ -18,7 +18,7 @@ SEGPROTO_HD inline int64_t first_surviving(int64_t n, int64_t capacity) {
 // dst[0..d) = normalize(src[0..d)), arithmetic in acc_t.
 template <typename scalar_t, typename src_t, typename acc_t>
 SEGPROTO_HD inline void write_normalized_row(scalar_t* dst, const src_t* src, int64_t d) {
-  const acc_t inv = inv_norm_from_sumsq(strided_sumsq<acc_t>(src, d, 1), acc_t(kNormEps));
+  const acc_t inv = inv_norm_from_sumsq(row_sumsq<acc_t>(src, d), acc_t(kNormEps));
   for (int64_t k = 0; k < d; ++k) dst[k] = static_cast<scalar_t>(static_cast<acc_t>(src[k]) * inv);
 }
 
