@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .base import CEMethod, SegMethod
+from .pico import PiCoMethod
 
 # The one registry: method name -> builder(cfg, num_classes, taxonomy) -> SegMethod.
 METHODS: dict[str, Callable[..., SegMethod]] = {"ce": CEMethod.from_config}
+METHODS["pico"] = PiCoMethod.from_config
 
 
 def build_method(cfg: Any, num_classes: int, taxonomy=None) -> SegMethod:

@@ -1,0 +1,323 @@
+"""PiCo loss pieces against independent float64 loop implementations of methods.md section 1."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from segproto.losses import (pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors, select_examples,
+                             synthesize_negatives)
+
+
+def unit(n, d, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+
+
+def loop_loss(a, la, c=None, lc=None, t=0.1, tb=0.07, extra=None, ignore=255):
+    """Per anchor, per positive, exactly as written: l_ij = s_ij - log(exp(s_ij) + sum_N exp(s_ik))."""
+    self_set = c is None
+    c, lc = (a, la) if self_set else (c, lc)
+    a, c = a.double().tolist(), c.double().tolist()
+    la, lc = la.tolist(), lc.tolist()
+    dot = lambda u, v: sum(x * y for x, y in zip(u, v)) / t  # noqa: E731
+    per_anchor = []
+    for i, (f, y) in enumerate(zip(a, la)):
+        if y == ignore:
+            continue
+        pos = [j for j, z in enumerate(lc) if z == y and not (self_set and j == i)]
+        neg = [j for j, z in enumerate(lc) if z != y and z != ignore]
+        if not pos:
+            continue
+        neg_sum = sum(math.exp(dot(f, c[k])) for k in neg)
+        if extra is not None:
+            rows = extra[i] if extra.dim() == 3 else extra
+            neg_sum += sum(math.exp(dot(f, e)) for e in rows.double().tolist())
+        terms = [dot(f, c[j]) - math.log(math.exp(dot(f, c[j])) + neg_sum) for j in pos]
+        per_anchor.append(sum(terms) / len(terms))
+    return -(t / tb) * sum(per_anchor) / len(per_anchor) if per_anchor else 0.0
+
+
+# --- the loss ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("t, tb", [(0.1, 0.07), (0.07, 0.07), (0.5, 0.1)])
+def test_batch_version_matches_loop(t, tb):
+    a, la = unit(24, 6, 0), torch.randint(0, 4, (24,), generator=torch.Generator().manual_seed(1))
+    got = pixel_contrast_loss(a, la, temperature=t, base_temperature=tb)
+    assert got.item() == pytest.approx(loop_loss(a, la, t=t, tb=tb), rel=1e-10)
+
+
+def test_memory_version_matches_loop_self_not_excluded():
+    a, la = unit(10, 5, 0), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 3])
+    c, lc = unit(30, 5, 1), torch.arange(30) % 4
+    c[0] = a[0]  # a memory row equal to an anchor is still a positive (no self exclusion with memory)
+    got = pixel_contrast_loss(a, la, c, lc, 0.07, 0.07)
+    assert got.item() == pytest.approx(loop_loss(a, la, c, lc, 0.07, 0.07), rel=1e-10)
+
+
+def test_float32_input_matches_float64_loop():
+    a, la = unit(40, 16, 2, torch.float32), torch.arange(40) % 5
+    assert pixel_contrast_loss(a, la).item() == pytest.approx(loop_loss(a, la), rel=1e-5)
+
+
+def test_ignored_rows_take_no_part():
+    a, la = unit(12, 4, 3), torch.tensor([0, 1, 255, 0, 1, 2, 255, 2, 0, 1, 2, 0])
+    c, lc = unit(9, 4, 4), torch.tensor([0, 255, 1, 2, 0, 255, 1, 2, 0])
+    assert pixel_contrast_loss(a, la).item() == pytest.approx(loop_loss(a, la), rel=1e-10)
+    assert pixel_contrast_loss(a, la, c, lc).item() == pytest.approx(loop_loss(a, la, c, lc), rel=1e-10)
+
+
+@pytest.mark.parametrize("per_anchor", [False, True])
+def test_extra_negatives_match_loop(per_anchor):
+    a, la = unit(8, 4, 5), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1])
+    extra = unit(8 * 3, 4, 6).reshape(8, 3, 4) if per_anchor else unit(3, 4, 6)
+    got = pixel_contrast_loss(a, la, extra_negatives=extra)
+    assert got.item() == pytest.approx(loop_loss(a, la, extra=extra), rel=1e-10)
+    assert got > pixel_contrast_loss(a, la)  # more negatives, larger loss
+
+
+def test_one_pixel_of_a_class_is_left_out_without_nan():
+    a = unit(5, 4, 7).requires_grad_()
+    la = torch.tensor([0, 0, 1, 1, 2])  # class 2 has one pixel: no positive, still a negative of others
+    loss = pixel_contrast_loss(a, la)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
+    assert loss.item() == pytest.approx(loop_loss(a.detach(), la), rel=1e-10)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2, 3], [255, 255, 255, 255], []])
+def test_no_positive_anywhere_gives_zero_with_grad(labels):
+    la = torch.tensor(labels, dtype=torch.long)
+    a = unit(len(labels), 4, 8).requires_grad_()
+    loss = pixel_contrast_loss(a, la)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(a.grad, torch.zeros_like(a))
+
+
+def test_no_negative_gives_zero_not_nan():
+    a = unit(4, 3, 9).requires_grad_()
+    loss = pixel_contrast_loss(a, torch.zeros(4, dtype=torch.long))  # l_ij = s - log(exp(s)) = 0
+    loss.backward()
+    assert loss.item() == pytest.approx(0.0, abs=1e-12) and torch.isfinite(a.grad).all()
+
+
+def test_small_temperature_is_stable():
+    a, la = unit(30, 8, 10, torch.float32).requires_grad_(), torch.arange(30) % 3
+    loss = pixel_contrast_loss(a, la, temperature=1e-3, base_temperature=1e-3)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(a.grad).all()
+
+
+def test_gradcheck():
+    a, c = unit(6, 3, 11).requires_grad_(), unit(7, 3, 12).requires_grad_()
+    la, lc = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    assert torch.autograd.gradcheck(lambda x: pixel_contrast_loss(x, la), (a,))
+    assert torch.autograd.gradcheck(lambda x, y: pixel_contrast_loss(x, la, y, lc), (a, c))
+
+
+def test_pico_loss_all_equals_pixel_contrast_loss():
+    a, la, c, lc = unit(16, 4, 13), torch.arange(16) % 3, unit(20, 4, 14), torch.arange(20) % 3
+    assert pico_contrast_loss(a, la, c, lc).item() == pixel_contrast_loss(a, la, c, lc).item()
+
+
+# --- hard example selection ---------------------------------------------------------------------
+
+def sort_reference(sim, mask, k, largest):
+    """Per row: the valid columns sorted by hardness, first k."""
+    out = []
+    for s, m in zip(sim.tolist(), mask.tolist()):
+        cols = [j for j in range(len(s)) if m[j]]
+        out.append(sorted(cols, key=lambda j: -s[j] if largest else s[j])[:k])
+    return out
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_hardest_matches_sort_reference(largest):
+    g = torch.Generator().manual_seed(0)
+    sim, mask = torch.randn(9, 40, generator=g), torch.rand(9, 40, generator=g) < 0.3
+    mask[0] = False  # no candidate
+    mask[1, :2] = True
+    mask[1, 2:] = False  # fewer than k
+    idx, valid = select_examples(sim, mask, 5, "hardest", largest)
+    for row, want in enumerate(sort_reference(sim, mask, 5, largest)):
+        assert idx[row][valid[row]].tolist() == want
+
+
+@pytest.mark.parametrize("largest", [True, False])
+def test_semi_hard_draws_k_from_the_hardest_fraction(largest):
+    g = torch.Generator().manual_seed(1)
+    sim, mask = torch.randn(6, 400, generator=g), torch.rand(6, 400, generator=g) < 0.5
+    mask[2, 5:] = False  # 5 candidates < k
+    idx, valid = select_examples(sim, mask, 8, "semi_hard", largest, 0.1, torch.Generator().manual_seed(2))
+    full = sort_reference(sim, mask, 400, largest)
+    for row in range(6):
+        n = len(full[row])
+        pool = set(full[row][:min(n, max(8, math.ceil(0.1 * n)))])
+        got = idx[row][valid[row]].tolist()
+        assert len(got) == min(8, n) == len(set(got)) and set(got) <= pool
+    again = select_examples(sim, mask, 8, "semi_hard", largest, 0.1, torch.Generator().manual_seed(2))
+    assert torch.equal(idx, again[0]) and torch.equal(valid, again[1])
+    other = select_examples(sim, mask, 8, "semi_hard", largest, 0.1, torch.Generator().manual_seed(3))
+    assert not torch.equal(idx, other[0])
+
+
+def test_random_selection_is_valid_and_distinct():
+    g = torch.Generator().manual_seed(4)
+    sim, mask = torch.randn(5, 50, generator=g), torch.rand(5, 50, generator=g) < 0.4
+    idx, valid = select_examples(sim, mask, 6, "random", generator=torch.Generator().manual_seed(5))
+    for row in range(5):
+        got = idx[row][valid[row]].tolist()
+        assert len(got) == min(6, int(mask[row].sum())) == len(set(got)) and all(mask[row, got])
+
+
+@pytest.mark.parametrize("sampling", ["hardest", "semi_hard", "random"])
+def test_sampled_loss_matches_loop_on_the_selected_rows(sampling):
+    a, la, c, lc = unit(6, 4, 15), torch.tensor([0, 1, 2, 0, 1, 2]), unit(60, 4, 16), torch.arange(60) % 3
+    got = pico_contrast_loss(a, la, c, lc, sampling=sampling, hard_k=4, generator=torch.Generator().manual_seed(0))
+    sim = a @ c.t()
+    same = la[:, None] == lc[None, :]
+    g = torch.Generator().manual_seed(0)
+    pi, pv = select_examples(sim, same, 4, sampling, False, 0.1, g)
+    ni, nv = select_examples(sim, ~same, 4, sampling, True, 0.1, g)
+    want = []
+    for i in range(6):  # each anchor against its own positives and negatives
+        rows = torch.cat([c[pi[i][pv[i]]], c[ni[i][nv[i]]]])
+        labs = torch.cat([lc[pi[i][pv[i]]], lc[ni[i][nv[i]]]])
+        want.append(loop_loss(a[i:i + 1], la[i:i + 1], rows, labs))
+    assert got.item() == pytest.approx(sum(want) / 6, rel=1e-9)
+
+
+# --- hard negative synthesis ---------------------------------------------------------------------
+
+def test_synthesis_unit_norm_detached_alpha_and_mixing():
+    a = unit(5, 16, 17).requires_grad_()
+    c = unit(30, 16, 18)
+    sim = a.detach() @ c.t()
+    neg = torch.ones(5, 30, dtype=torch.bool)
+    neg[3] = False  # an anchor without negatives
+    hi, hv = select_examples(sim, neg, 4, "hardest", True)
+    syn = synthesize_negatives(a, c, hi, hv, 3, 6, 0.5, torch.Generator().manual_seed(0))
+    assert syn.feats.shape == (5, 9, 16) and not syn.feats.requires_grad
+    assert torch.allclose(syn.feats.norm(dim=2)[syn.mask], torch.ones(int(syn.mask.sum()), dtype=torch.float64))
+    assert (syn.alpha >= 0).all() and (syn.alpha < 0.5).all()
+    assert syn.mask[3].sum() == 0 and syn.mask[[0, 1, 2, 4]].all()
+    for i in (0, 1, 2, 4):
+        hard = c[hi[i]]  # [4, D]
+        proj = hard.t() @ torch.linalg.lstsq(hard.t(), syn.feats[i, :3].t()).solution
+        assert torch.allclose(proj, syn.feats[i, :3].t(), atol=1e-8)  # neg-neg mixes: in the hard span
+        for e in range(6):  # neg-anchor mixes: normalize(alpha a + (1 - alpha) n) for a hard n
+            cand = F.normalize(syn.alpha[i, e] * a[i].detach() + (1 - syn.alpha[i, e]) * hard, dim=1)
+            assert (cand - syn.feats[i, 3 + e]).norm(dim=1).min() < 1e-10
+
+
+def test_synthesis_alpha_bound_and_loss_effect():
+    a, la, c, lc = unit(12, 8, 19), torch.arange(12) % 3, unit(45, 8, 20), torch.arange(45) % 3
+    syn = synthesize_negatives(a, c, torch.zeros(12, 2, dtype=torch.long), torch.ones(12, 2, dtype=torch.bool),
+                               0, 50, 0.2, torch.Generator().manual_seed(0))
+    assert (syn.alpha < 0.2).all()
+    base = pico_contrast_loss(a, la, c, lc)
+    more = pico_contrast_loss(a, la, c, lc, synth_neg_neg=4, synth_neg_anchor=4, hard_k=5,
+                              generator=torch.Generator().manual_seed(0))
+    assert more > base  # appended negatives can only raise the loss
+
+
+# --- segmentation-aware anchor sampling ----------------------------------------------------------
+
+def loop_quota(labels, preds, k, max_samples, max_views, ignore=255):
+    """The public code's per-image, per-class branches: {(b, c): (n_hard_keep, n_easy_keep)}."""
+    pairs = []
+    for b in range(labels.shape[0]):
+        for c in sorted(set(labels[b].tolist()) - {ignore}):
+            if int((labels[b] == c).sum()) > max_views:
+                pairs.append((b, c))
+    if not pairs:
+        return {}
+    n_view = min(max_samples // len(pairs), max_views)
+    out = {}
+    for b, c in pairs:
+        n_hard = int(((labels[b] == c) & (preds[b] != c)).sum())
+        n_easy = int(((labels[b] == c) & (preds[b] == c)).sum())
+        if n_hard >= n_view / 2 and n_easy >= n_view / 2:
+            keep = (n_view // 2, n_view - n_view // 2)
+        elif n_hard >= n_view / 2:
+            keep = (n_view - n_easy, n_easy)
+        else:
+            keep = (n_hard, n_view - n_hard)
+        out[(b, c)] = keep
+    return out
+
+
+def random_case(seed, b=3, n=200, k=5, wrong=0.3):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, k, (b, n), generator=g)
+    labels[:, :n // 10] = 255
+    labels[0, n // 2:] = 0  # a dominant class
+    preds = torch.where(torch.rand(b, n, generator=g) < wrong, torch.randint(0, k, (b, n), generator=g), labels)
+    preds[1] = labels[1]  # image 1: no hard pixel at all (fill from easy)
+    preds[2, labels[2] == 3] = 4  # class 3 of image 2: all hard (fill from hard)
+    emb = torch.randn(b, n, 6, generator=g)
+    return emb, labels, preds
+
+
+@pytest.mark.parametrize("seed, max_samples, max_views", [(0, 64, 20), (1, 1024, 30), (2, 30, 10), (3, 500, 100)])
+def test_sampler_counts_match_loop_reference(seed, max_samples, max_views):
+    emb, labels, preds = random_case(seed)
+    s = sample_hard_anchors(emb, labels, preds, 5, max_samples, max_views, generator=torch.Generator().manual_seed(7))
+    want = loop_quota(labels, preds, 5, max_samples, max_views)
+    got = {}
+    for b, p, h in zip(s.image.tolist(), s.pixel.tolist(), s.hard.tolist()):
+        c = int(labels[b, p])
+        kh, ke = got.get((b, c), (0, 0))
+        got[(b, c)] = (kh + h, ke + (not h))
+    assert got == {key: v for key, v in want.items() if sum(v) > 0}
+    assert torch.equal(s.feats, emb[s.image, s.pixel]) and torch.equal(s.labels, labels[s.image, s.pixel])
+    assert torch.equal(s.hard, preds[s.image, s.pixel] != s.labels)
+    assert len(set(zip(s.image.tolist(), s.pixel.tolist()))) == s.labels.numel()  # distinct pixels
+    assert s.hard_frac.item() == pytest.approx(s.hard.float().mean().item())
+    assert (s.labels != 255).all() and 0 in s.labels.tolist()  # class 0 takes part
+
+
+def test_sampler_fill_up_cases():
+    emb, labels, preds = random_case(0)
+    s = sample_hard_anchors(emb, labels, preds, 5, 1024, 20, generator=torch.Generator().manual_seed(0))
+    assert not s.hard[s.image == 1].any()  # no hard pixels in image 1: all easy
+    sel = (s.image == 2) & (s.labels == 3)
+    assert s.hard[sel].all() and int(sel.sum()) == 20  # class 3 of image 2 is all hard
+
+
+def test_sampler_seed_determinism_and_uniform_use_of_pixels():
+    emb, labels, preds = random_case(5)
+    draw = lambda seed: sample_hard_anchors(emb, labels, preds, 5, 60, 10,  # noqa: E731
+                                            generator=torch.Generator().manual_seed(seed))
+    a, b, c = draw(1), draw(1), draw(2)
+    assert torch.equal(a.pixel, b.pixel) and torch.equal(a.image, b.image)
+    assert not torch.equal(a.pixel, c.pixel)
+    seen = torch.zeros(labels.shape)
+    for seed in range(200):  # every easy pixel of the dominant class gets drawn now and then
+        s = draw(seed)
+        seen[s.image, s.pixel] += 1
+    easy0 = (labels[0] == 0) & (preds[0] == 0)
+    assert (seen[0][easy0] > 0).float().mean() > 0.95
+
+
+def test_sampler_edge_cases():
+    emb = torch.randn(2, 10, 3)
+    labels = torch.full((2, 10), 255)
+    s = sample_hard_anchors(emb, labels, labels, 4, 100, 2)
+    assert s.feats.shape == (0, 3) and s.hard_frac.item() == 0.0
+    labels[0, :3] = 1  # 3 pixels <= max_views 3: not eligible
+    assert sample_hard_anchors(emb, labels, labels, 4, 100, 3).labels.numel() == 0
+    labels[0, 3] = 7
+    with pytest.raises(ValueError, match="label 7 is outside"):
+        sample_hard_anchors(emb, labels, labels, 4, 100, 3)
+
+
+def test_loss_stays_float32_under_autocast():
+    a, la = unit(20, 8, 21, torch.float32), torch.arange(20) % 3
+    c, lc = unit(30, 8, 22, torch.float32), torch.arange(30) % 3
+    want = pico_contrast_loss(a, la, c, lc, synth_neg_anchor=2, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = pico_contrast_loss(a, la, c, lc, synth_neg_anchor=2, generator=torch.Generator().manual_seed(0))
+    assert got.dtype == torch.float32 and got.item() == want.item()
