@@ -6,6 +6,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+CONFIG ?= configs/pico/quickstart.yaml
 BUILD_INPUTS := $(shell find csrc -type f) setup.py pyproject.toml
 
 .PHONY: setup quickstart test test-fast bench clean
@@ -25,7 +26,7 @@ BUILD_INPUTS := $(shell find csrc -type f) setup.py pyproject.toml
 setup: .venv/.built
 
 quickstart: .venv/.built
-	$(PY) -m segproto.train configs/quickstart.yaml --work-dir work_dirs/quickstart
+	$(PY) -m segproto.train $(CONFIG) --work-dir work_dirs/quickstart
 
 test: .venv/.built
 	SEGPROTO_REQUIRE_EXT=1 $(PY) -m pytest -q
