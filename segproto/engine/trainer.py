@@ -139,7 +139,7 @@ class Trainer:
         total = sum(terms.values())
         finite = torch.tensor(float(torch.isfinite(total.detach())), device=self.device)
         if sdist.all_reduce_sum(finite).item() < self.world:
-            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
             last = self.last_ckpt or "none yet"
             raise NonFiniteLossError(f"non-finite loss at iteration {it} ({values}); training stopped. "
                                      f"Last good checkpoint: {last}")
