@@ -11,7 +11,7 @@ from segproto.config import ConfigError, load_config
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="YAML config file")
-    p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", default=[], metavar="KEY=VALUE",
+    p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="dotted overrides, e.g. train.iters=100 data.batch_size=4")
 
 

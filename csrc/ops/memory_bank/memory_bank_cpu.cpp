@@ -41,6 +41,19 @@ at::Tensor memory_bank_check(const at::Tensor& bank, const at::Tensor& ptr, cons
   return feats.to(at::toOpMathType(bank.scalar_type())).contiguous();
 }
 
+PushPlan memory_bank_prepare(const at::Tensor& bank, const at::Tensor& ptr, const at::Tensor& count,
+                             const at::Tensor& feats, const at::Tensor& labels, int64_t ignore_index) {
+  PushPlan p;
+  p.feats = memory_bank_check(bank, ptr, count, feats, labels);
+  p.k_classes = bank.size(0);
+  p.capacity = bank.size(1);
+  p.d = bank.size(2);
+  p.n = p.feats.size(0);
+  p.plan = make_class_plan(labels.contiguous(), p.k_classes, ignore_index, "segproto::memory_bank_push_");
+  p.ptr = ptr.contiguous();
+  return p;
+}
+
 void memory_bank_advance(at::Tensor& ptr, at::Tensor& count, const at::Tensor& pushed, int64_t capacity) {
   ptr.add_(pushed).remainder_(capacity);
   count.add_(pushed).clamp_max_(capacity);
@@ -50,28 +63,23 @@ namespace {
 
 void memory_bank_push_cpu(at::Tensor bank, at::Tensor ptr, at::Tensor count, const at::Tensor& feats_in,
                           const at::Tensor& labels_in, int64_t ignore_index) {
-  const at::Tensor feats = memory_bank_check(bank, ptr, count, feats_in, labels_in);
-  const int64_t k_classes = bank.size(0), capacity = bank.size(1), d = bank.size(2);
-  const ClassPlan plan = make_class_plan(labels_in.contiguous(), k_classes, ignore_index,
-                                         "segproto::memory_bank_push_");
-  const int64_t n = feats.size(0);
-  if (n == 0) return;
-  const at::Tensor ptr_c = ptr.contiguous();
+  const PushPlan p = memory_bank_prepare(bank, ptr, count, feats_in, labels_in, ignore_index);
+  if (p.n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, bank.scalar_type(), "memory_bank_push_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     scalar_t* b = bank.mutable_data_ptr<scalar_t>();
-    const acc_t* x = feats.const_data_ptr<acc_t>();
-    const int64_t* pp = ptr_c.const_data_ptr<int64_t>();
-    const int64_t* order = plan.order.const_data_ptr<int64_t>();
-    const int64_t* keys = plan.keys.const_data_ptr<int64_t>();
-    const int64_t* offsets = plan.offsets.const_data_ptr<int64_t>();
+    const acc_t* x = p.feats.const_data_ptr<acc_t>();
+    const int64_t* pp = p.ptr.const_data_ptr<int64_t>();
+    const int64_t* order = p.plan.order.const_data_ptr<int64_t>();
+    const int64_t* keys = p.plan.keys.const_data_ptr<int64_t>();
+    const int64_t* offsets = p.plan.offsets.const_data_ptr<int64_t>();
     // Surviving rows go to distinct slots, so positions can be written in parallel.
-    at::parallel_for(0, n, 64, [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p)
-        push_sorted_row(b, pp, x, order, keys, offsets, k_classes, capacity, d, p);
+    at::parallel_for(0, p.n, 64, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i)
+        push_sorted_row(b, pp, x, order, keys, offsets, p.k_classes, p.capacity, p.d, i);
     });
   });
-  memory_bank_advance(ptr, count, plan.counts, capacity);
+  memory_bank_advance(ptr, count, p.plan.counts, p.capacity);
 }
 
 }  // namespace

@@ -23,25 +23,20 @@ __global__ void push_kernel(scalar_t* bank, const int64_t* ptr, const acc_t* fea
 
 void memory_bank_push_cuda(at::Tensor bank, at::Tensor ptr, at::Tensor count, const at::Tensor& feats_in,
                            const at::Tensor& labels_in, int64_t ignore_index) {
-  const at::Tensor feats = memory_bank_check(bank, ptr, count, feats_in, labels_in);
   const c10::cuda::CUDAGuard guard(bank.device());
-  const int64_t k_classes = bank.size(0), capacity = bank.size(1), d = bank.size(2);
-  const ClassPlan plan = make_class_plan(labels_in.contiguous(), k_classes, ignore_index,
-                                         "segproto::memory_bank_push_");
-  const int64_t n = feats.size(0);
-  if (n == 0) return;
-  const at::Tensor ptr_c = ptr.contiguous();
+  const PushPlan p = memory_bank_prepare(bank, ptr, count, feats_in, labels_in, ignore_index);
+  if (p.n == 0) return;
   constexpr int threads = 128;
-  const unsigned blocks = static_cast<unsigned>((n + threads - 1) / threads);
+  const unsigned blocks = static_cast<unsigned>((p.n + threads - 1) / threads);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, bank.scalar_type(), "memory_bank_push_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     push_kernel<scalar_t, acc_t><<<blocks, threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        bank.mutable_data_ptr<scalar_t>(), ptr_c.const_data_ptr<int64_t>(), feats.const_data_ptr<acc_t>(),
-        plan.order.const_data_ptr<int64_t>(), plan.keys.const_data_ptr<int64_t>(),
-        plan.offsets.const_data_ptr<int64_t>(), k_classes, capacity, d, n);
+        bank.mutable_data_ptr<scalar_t>(), p.ptr.const_data_ptr<int64_t>(), p.feats.const_data_ptr<acc_t>(),
+        p.plan.order.const_data_ptr<int64_t>(), p.plan.keys.const_data_ptr<int64_t>(),
+        p.plan.offsets.const_data_ptr<int64_t>(), p.k_classes, p.capacity, p.d, p.n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  memory_bank_advance(ptr, count, plan.counts, capacity);
+  memory_bank_advance(ptr, count, p.plan.counts, p.capacity);
 }
 
 }  // namespace
