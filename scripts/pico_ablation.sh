@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # PiCo ablation on the quickstart budget (docs/results.md): variants x seeds, then a summary table.
+# VARIANTS="..." picks a subset (default: all six).
 #   bash scripts/pico_ablation.sh [SEEDS...]      (default seeds: 0 1 2; finished runs are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +10,13 @@ declare -A CFG=(
   [ce]="configs/quickstart.yaml"
   [pico_batch]="configs/pico/quickstart.yaml --cfg-options loss.contrast.memory=false"
   [pico_memory]="configs/pico/quickstart.yaml"
+  [pico_hardest]="configs/pico/quickstart.yaml --cfg-options loss.contrast.sampling=hardest loss.contrast.hard_k=256"
+  [pico_semi_hard]="configs/pico/quickstart.yaml --cfg-options loss.contrast.sampling=semi_hard loss.contrast.hard_k=256"
+  [pico_synthesis]="configs/pico/quickstart.yaml --cfg-options loss.contrast.sampling=hardest loss.contrast.hard_k=256 loss.contrast.synth_neg_neg=64 loss.contrast.synth_neg_anchor=64"
 )
+VARIANTS=${VARIANTS:-ce pico_batch pico_memory pico_hardest pico_semi_hard pico_synthesis}
 for seed in $SEEDS; do
-  for v in ce pico_batch pico_memory; do
+  for v in $VARIANTS; do
     wd=work_dirs/ablation/${v}_s${seed}
     [ -f "$wd/metrics.json" ] && continue
     # shellcheck disable=SC2086
@@ -27,7 +32,7 @@ for m in sorted(pathlib.Path("work_dirs/ablation").glob("*_s*/metrics.json")):
     rows.setdefault(v, []).append((d["mIoU"], d["levels"]["coarse"]["mIoU"]))
 print("| variant | seeds | fine mIoU (mean ± std) | coarse mIoU (mean ± std) |")
 print("|---|---:|---:|---:|")
-for v in ("ce", "pico_batch", "pico_memory"):
+for v in ("ce", "pico_batch", "pico_memory", "pico_hardest", "pico_semi_hard", "pico_synthesis"):
     r = rows.get(v, [])
     if not r:
         continue

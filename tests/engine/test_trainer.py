@@ -163,3 +163,16 @@ def test_amp_bf16_on_cpu_and_tensorboard(tiny_cfg, tmp_path):
     recs = [json.loads(ln) for ln in (tmp_path / "wd/scalars.jsonl").read_text().splitlines()]
     assert all(r["loss_ce"] == r["loss_ce"] for r in recs if r["mode"] == "train")  # finite, not NaN
     assert list((tmp_path / "wd/tb").glob("events.out.tfevents.*"))
+
+
+def test_load_from_fine_tunes_with_grad_clip(tiny_cfg, tmp_path):
+    Trainer(tiny_cfg(iters=2, eval_interval=2, checkpoint_interval=2), tmp_path / "src").run()
+    src = load_checkpoint(tmp_path / "src/iter_2.pth")["model"]
+    cfg = tiny_cfg(iters=2, eval_interval=2, checkpoint_interval=2, load_from=str(tmp_path / "src/iter_2.pth"))
+    from segproto.config import apply_overrides, config_from_dict, config_to_dict
+
+    cfg = config_from_dict(apply_overrides(config_to_dict(cfg), ["optim.grad_clip=0.5"]))
+    trainer = Trainer(cfg, tmp_path / "ft")
+    assert all(torch.equal(trainer.method.state_dict()[k], v) for k, v in src.items())  # weights loaded
+    assert trainer.start_iter == 0  # weights only: a fresh schedule, not a resume
+    assert 0 <= trainer.run()["mIoU"] <= 100
