@@ -22,3 +22,15 @@ def load_or_exit(path: str, overrides: Sequence[str]):
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def trained_or_exit(cfg, ckpt: str, split: str, device="cpu"):
+    """:func:`segproto.engine.loading.load_for_inference`; a bad checkpoint prints its message
+    (no traceback) and exits 1."""
+    from segproto.engine.loading import load_for_inference
+
+    try:
+        return load_for_inference(cfg, ckpt, split, device)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from segproto.cli import add_config_args, load_or_exit
+from segproto.cli import add_config_args, load_or_exit, trained_or_exit
 
 
 def load_exported(path: str | Path, device="cpu"):
@@ -35,17 +35,9 @@ def main(argv=None) -> int:
     cfg = load_or_exit(a.config, a.cfg_options)
 
     from segproto.config import config_to_dict
-    from segproto.engine.builder import build_split, label_space
     from segproto.engine.checkpoint import atomic_torch_save
-    from segproto.engine.loading import load_trained
 
-    ref = build_split(cfg, cfg.data.val_split, train=False)
-    k, names, palette = label_space(ref, cfg.data.level)
-    try:
-        method = load_trained(cfg, a.checkpoint, k, ref.taxonomy)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    _, _, names, palette, method = trained_or_exit(cfg, a.checkpoint, cfg.data.val_split)
     seg = method.deployable()
     model_cfg = config_to_dict(cfg)["model"]
     model_cfg["pretrained"] = None  # weights are in the file

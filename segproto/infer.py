@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segproto.cli import add_config_args, load_or_exit
+from segproto.cli import add_config_args, load_or_exit, trained_or_exit
 
 
 def default_palette(k: int) -> list[tuple[int, int, int]]:
@@ -62,18 +62,10 @@ def main(argv=None) -> int:
     cfg = load_or_exit(a.config, a.cfg_options)
 
     from segproto.data import load_image
-    from segproto.engine.builder import build_split, label_space
-    from segproto.engine.loading import load_trained
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ref = build_split(cfg, cfg.data.val_split, train=False)  # label space, palette, taxonomy
-    k, _, palette = label_space(ref, cfg.data.level)
+    _, k, _, palette, method = trained_or_exit(cfg, a.checkpoint, cfg.data.val_split, device)  # val: label space
     palette = palette or default_palette(k)
-    try:
-        method = load_trained(cfg, a.checkpoint, k, ref.taxonomy, device)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in a.images:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from segproto.cli import add_config_args, load_or_exit
+from segproto.cli import add_config_args, load_or_exit, trained_or_exit
 
 
 def main(argv=None) -> int:
@@ -23,20 +23,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     cfg = load_or_exit(a.config, a.cfg_options)
 
-    from segproto.engine.builder import build_split, eval_loader, label_space, level_target_fn
+    from segproto.engine.builder import eval_loader, level_target_fn
     from segproto.engine.evaluate import evaluate
-    from segproto.engine.loading import load_trained
     from segproto.engine.trainer import json_clean
     from segproto.evaluation import format_table
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dataset = build_split(cfg, a.split or cfg.data.test_split, train=False)
-    k, names, palette = label_space(dataset, cfg.data.level)
-    try:
-        method = load_trained(cfg, a.checkpoint, k, dataset.taxonomy, device)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    dataset, k, names, palette, method = trained_or_exit(cfg, a.checkpoint, a.split or cfg.data.test_split, device)
     metrics = evaluate(method, eval_loader(dataset, cfg), k, names, device, cfg.data.ignore_index,
                        dataset.taxonomy, cfg.data.level, target_fn=level_target_fn(dataset.taxonomy, cfg.data.level))
     print(format_table(metrics, names))

@@ -69,15 +69,20 @@ def find_last_checkpoint(work_dir: str | Path) -> Optional[Path]:
     return ckpts[-1][1] if ckpts else None
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Loads a checkpoint on CPU with ``weights_only=True``; clear errors for bad files."""
+def read_state(path: str | Path) -> object:
+    """``torch.load(weights_only=True)`` on CPU, with clear errors for missing or unreadable files."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Loads a training checkpoint (see :func:`read_state`); it must hold a 'model' entry."""
+    state = read_state(path)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a segproto checkpoint (no 'model' entry)")
     return state

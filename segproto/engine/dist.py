@@ -37,10 +37,6 @@ def world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
 
 
-def is_main() -> bool:
-    return rank() == 0
-
-
 def barrier() -> None:
     if is_dist():
         dist.barrier()
@@ -66,15 +62,6 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(out, padded)
     return torch.cat([o[:s] for o, s in zip(out, sizes)])
-
-
-def broadcast_object(obj):
-    """Rank 0's Python object on every rank."""
-    if not is_dist():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def broadcast_buffers(module: torch.nn.Module) -> None:

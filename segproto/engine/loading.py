@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import torch
 
 from segproto.methods import build_method
 
-from .checkpoint import load_checkpoint
+from .builder import build_split, label_space
+from .checkpoint import CheckpointError, read_state
 
 
 def load_trained(cfg: Any, ckpt: str | Path, num_classes: int, taxonomy=None, device="cpu"):
-    """Builds ``cfg``'s method and loads a training checkpoint or an exported model into it.
+    """Builds ``cfg``'s method and loads a training checkpoint or an exported model into it
+    (the file is read once).
 
     Returns:
         The method in eval mode on ``device``.
     """
-    path = Path(ckpt)
     method = build_method(cfg, num_classes, taxonomy)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state(ckpt)
     if isinstance(state, dict) and "segmentor" in state:  # an exported model
         method.segmentor.load_state_dict(state["segmentor"])
+    elif isinstance(state, dict) and "model" in state:  # a training checkpoint
+        method.load_state_dict(state["model"])
     else:
-        method.load_state_dict(load_checkpoint(path)["model"])
+        raise CheckpointError(f"{ckpt} is neither a segproto checkpoint nor an exported model")
     return method.to(device).eval()
+
+
+class Trained(NamedTuple):
+    dataset: Any  # the split's dataset (label space, palette, taxonomy)
+    num_classes: int
+    class_names: list
+    palette: Optional[list]
+    method: torch.nn.Module
+
+
+def load_for_inference(cfg: Any, ckpt: str | Path, split: str, device="cpu") -> Trained:
+    """The split's dataset, its label space at ``data.level`` and the trained method on ``device``."""
+    dataset = build_split(cfg, split, train=False)
+    k, names, palette = label_space(dataset, cfg.data.level)
+    return Trained(dataset, k, names, palette, load_trained(cfg, ckpt, k, dataset.taxonomy, device))
