@@ -22,6 +22,7 @@ from segproto import _reference as ref
 __all__ = [
     "build_info",
     "class_sums",
+    "class_sums_backward",
     "prototype_update_",
     "prototype_momentum_update_",
     "memory_bank_push_",
@@ -96,7 +97,8 @@ def _use_ext(t: Tensor) -> bool:
 def class_sums(
     feats: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255, normalize: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Per-class sums of rows, deterministic (CSR order, no atomics).
+    """Per-class sums of rows, deterministic (CSR order, no atomics); differentiable with respect
+    to ``feats`` (:func:`class_sums_backward`).
 
     Args:
         feats: [N, D] float16/bfloat16/float32/float64.
@@ -111,6 +113,26 @@ def class_sums(
     if _use_ext(feats):
         return torch.ops.segproto.class_sums(feats, labels, num_classes, ignore_index, normalize)
     return ref.class_sums(feats, labels, num_classes, ignore_index, normalize)
+
+
+def class_sums_backward(grad_sums: Tensor, feats: Tensor, labels: Tensor, ignore_index: int = 255,
+                        normalize: bool = False) -> Tensor:
+    """Gradient of ``class_sums(...)[0]`` with respect to ``feats`` (``[N, D]``, feats' dtype).
+
+    Row ``i`` receives ``grad_sums[labels[i]]`` (zero for ignored rows); with ``normalize`` it is
+    taken through ``x / max(||x||, 1e-12)``: ``(g - x_hat (x_hat . g)) / ||x||``, or ``g / 1e-12``
+    where the norm is clamped.
+    """
+    valid = labels != ignore_index
+    g = grad_sums[torch.where(valid, labels, 0)] * valid.unsqueeze(1).to(grad_sums.dtype)  # [N, D]
+    if normalize:
+        x = feats.to(g.dtype)
+        norm = x.norm(dim=1, keepdim=True)
+        clamped = norm <= 1e-12
+        safe = torch.where(clamped, torch.ones_like(norm), norm)
+        x_hat = x / safe
+        g = torch.where(clamped, g / 1e-12, (g - x_hat * (x_hat * g).sum(1, keepdim=True)) / safe)
+    return g.to(feats.dtype)
 
 
 def prototype_update_(protos: Tensor, sums: Tensor, counts: Tensor, momentum: float) -> None:
@@ -277,4 +299,17 @@ if _EXT:
 
     torch.library.register_autograd(
         "segproto::masked_cosine_correlation", _corr_backward, setup_context=_corr_setup_context
+    )
+
+    def _class_sums_setup_context(ctx, inputs, output):
+        feats, labels, num_classes, ignore_index, normalize = inputs
+        ctx.save_for_backward(feats, labels)
+        ctx.ignore_index, ctx.normalize = ignore_index, normalize
+
+    def _class_sums_backward(ctx, grad_sums, grad_counts):
+        feats, labels = ctx.saved_tensors
+        return class_sums_backward(grad_sums, feats, labels, ctx.ignore_index, ctx.normalize), None, None, None, None
+
+    torch.library.register_autograd(
+        "segproto::class_sums", _class_sums_backward, setup_context=_class_sums_setup_context
     )

@@ -18,7 +18,8 @@ Keys read (all optional unless marked):
 ``img_suffix``     ``".png"``; ``seg_map_suffix``: ``".png"``
 ``classes``        class names (required for folder/filelist unless ``taxonomy`` is set)
 ``palette``        ``[[r, g, b], ...]``
-``taxonomy``       taxonomy YAML (relative to root); synthetic default ``"taxonomy.yaml"``
+``taxonomy``       taxonomy YAML (relative to root, absolute, or ``builtin:cityscapes``
+                   for a shipped one); synthetic default ``"taxonomy.yaml"``
 ``ignore_index``   255;  ``reduce_zero_label``: false
 ``crop_size``      train crop ``int`` or ``[h, w]`` (required when ``train``)
 ``scale_range``    ``[0.5, 2.0]``;  ``flip``: true (prob 0.5) or a probability
@@ -49,6 +50,21 @@ DATA_KEYS = ("dataset", "root", "synthetic", "img_dir", "ann_dir", "split_file",
 SYNTHETIC_KEYS = ("num_train", "num_val", "num_test", "image_size", "seed", "num_workers",
                   "overwrite")
 _SENTINEL = object()
+
+
+BUILTIN_TAXONOMIES = Path(__file__).parent / "taxonomies"
+
+
+def taxonomy_path(spec: str, root: Path) -> Path:
+    """``builtin:NAME`` -> the packaged ``segproto/data/taxonomies/NAME.yaml``; an absolute path as
+    is; otherwise relative to the dataset root."""
+    if spec.startswith("builtin:"):
+        path = BUILTIN_TAXONOMIES / f"{spec[len('builtin:'):]}.yaml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in BUILTIN_TAXONOMIES.glob("*.yaml"))
+            raise FileNotFoundError(f"data config: taxonomy '{spec}' is not shipped; built-in taxonomies: {shipped}")
+        return path
+    return root / spec
 
 
 def build_transform(cfg: Mapping[str, Any], train: bool) -> TrainTransform | EvalTransform:
@@ -122,9 +138,13 @@ def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _Pair
     elif kind not in ("folder", "filelist"):
         raise ValueError(f"data config: unknown dataset '{kind}' "
                          "(expected 'synthetic', 'folder' or 'filelist')")
-    taxonomy = Taxonomy.from_yaml(root / tax_file) if tax_file else None
+    taxonomy = Taxonomy.from_yaml(taxonomy_path(tax_file, root)) if tax_file else None
     if classes is None and taxonomy is not None:
         classes, palette = taxonomy.class_names(0), palette or taxonomy.palette(0)
+    elif taxonomy is not None and list(classes) != taxonomy.class_names(0):
+        raise ValueError(f"data config: 'classes' ({len(classes)}: {list(classes)[:5]}...) differ from the finest "
+                         f"level of taxonomy {taxonomy.source} ({taxonomy.num_classes(0)}: "
+                         f"{taxonomy.class_names(0)[:5]}...); they must list the same names in the same order")
     if not classes:
         raise KeyError(f"data config: '{kind}' dataset needs 'classes' (or 'taxonomy')")
     common = dict(classes=classes, palette=palette,
