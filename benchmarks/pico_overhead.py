@@ -12,19 +12,17 @@ timed in this one run, interleaved step by step, and reported as ratios to (a); 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import machine, print_table, sync, write_json
+from benchmarks.common import machine, print_table, write_json
+from benchmarks.steps import quickstart_batch, time_steps_interleaved
 from segproto import ops
 from segproto.config import load_config
-from segproto.engine.builder import build_split
 from segproto.losses import AnchorSample
 from segproto.methods import build_method
 from segproto.methods.pico import ClassMemory, PiCoMethod
@@ -96,38 +94,6 @@ class LoopPiCo(PiCoMethod):
                 ring_write(self.pixel_memory, c, F.normalize(keys[b, pick], dim=1))
 
 
-def quickstart_batch(cfg, root: str, device: str) -> tuple[Tensor, Tensor]:
-    """One quickstart training batch from a freshly generated synthetic set of batch_size images."""
-    from segproto.data import generate_synthetic
-
-    n = cfg.data.batch_size
-    size = cfg.data.synthetic.image_size
-    generate_synthetic(root, num_train=n, num_val=1, num_test=1, image_size=size, seed=0)
-    cfg.data.root, cfg.data.synthetic.num_train, cfg.data.synthetic.num_val = root, n, 1
-    cfg.data.synthetic.num_test = 1
-    ds = build_split(cfg, cfg.data.train_split, train=True)
-    samples = [ds[i] for i in range(n)]
-    img = torch.stack([s["img"] for s in samples]).to(device)
-    gt = torch.stack([s["gt"] for s in samples]).to(device)
-    return img, gt
-
-
-def make_step(method, img: Tensor, gt: Tensor):
-    opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
-    state = {"it": 1000}
-
-    def step() -> dict:
-        state["it"] += 1
-        out = method(img, gt, state["it"])
-        loss = sum(v for k, v in out.items() if k.startswith("loss"))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {k: round(float(v), 4) for k, v in out.items()}
-
-    return step
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -152,20 +118,7 @@ def main(argv=None) -> None:
     variants["pico_ops"] = PiCoMethod.from_config(cfg, k)
     torch.manual_seed(0)
     variants["pico_loop"] = LoopPiCo.from_config(cfg, k)
-    times: dict[str, list[float]] = {}
-    last: dict[str, dict] = {}
-    fns = {}
-    for name, method in variants.items():
-        fns[name] = make_step(method.to(a.device).train(), img, gt)
-        fns[name]()  # warm-up (and a first push into the memories)
-    for _ in range(steps):  # interleaved, so that load from other jobs hits every variant alike
-        for name, fn in fns.items():
-            sync(a.device)
-            t0 = time.perf_counter()
-            last[name] = fn()
-            sync(a.device)
-            times.setdefault(name, []).append(time.perf_counter() - t0)
-    med = {name: statistics.median(t) for name, t in times.items()}
+    med, last = time_steps_interleaved(variants, img, gt, steps, a.device)
     rows = [{"variant": name, "step_ms": round(med[name] * 1e3, 2), "x_ce": round(med[name] / med["ce"], 3),
              "overhead_vs_ce_%": round((med[name] / med["ce"] - 1) * 100, 1)} for name in med]
     print_table(rows, ["variant", "step_ms", "x_ce", "overhead_vs_ce_%"])

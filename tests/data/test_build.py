@@ -75,3 +75,35 @@ def test_folder_and_filelist_kinds(synth_root, tmp_path):
         build_dataset({**cfg, "dataset": "voc"}, "val", False)
     with pytest.raises(KeyError, match="'root'"):
         build_dataset({"dataset": "folder"}, "val", False)
+
+
+# The published Cityscapes label table (cityscapesscripts/helpers/labels.py): trainId 0..18 and
+# the category of each, written out by hand as the independent reference.
+CITYSCAPES_CATEGORY = {
+    "road": "flat", "sidewalk": "flat", "building": "construction", "wall": "construction",
+    "fence": "construction", "pole": "object", "traffic light": "object", "traffic sign": "object",
+    "vegetation": "nature", "terrain": "nature", "sky": "sky", "person": "human", "rider": "human",
+    "car": "vehicle", "truck": "vehicle", "bus": "vehicle", "train": "vehicle", "motorcycle": "vehicle",
+    "bicycle": "vehicle"}
+
+
+def test_builtin_cityscapes_taxonomy_matches_the_official_categories(synth_root, tmp_path):
+    from segproto.data.build import taxonomy_path
+    from segproto.data.taxonomy import Taxonomy
+
+    tax = Taxonomy.from_yaml(taxonomy_path("builtin:cityscapes", tmp_path))
+    assert tax.class_names(0) == list(CITYSCAPES_CATEGORY)  # trainId order
+    up = tax.parent_map(0, 1)
+    assert {n: tax.class_names(1)[up[i]] for i, n in enumerate(tax.class_names(0))} == CITYSCAPES_CATEGORY
+    assert tax.class_names(1) == ["flat", "construction", "object", "nature", "sky", "human", "vehicle"]
+    with pytest.raises(FileNotFoundError, match="'builtin:mapillary' is not shipped.*cityscapes"):
+        taxonomy_path("builtin:mapillary", tmp_path)
+    # classes given beside a taxonomy must be its finest level
+    root = tmp_path / "real"
+    shutil.copytree(synth_root / "img_dir/val", root / "images/val")
+    shutil.copytree(synth_root / "ann_dir/val", root / "labels/val")
+    cfg = {"dataset": "folder", "root": str(root), "img_dir": "images/{subset}", "ann_dir": "labels/{subset}",
+           "taxonomy": str(synth_root / "taxonomy.yaml")}
+    assert build_dataset(cfg, "val", False).taxonomy.num_levels == 2  # absolute path
+    with pytest.raises(ValueError, match="'classes' .* differ from the finest level of taxonomy"):
+        build_dataset({**cfg, "classes": [f"c{i}" for i in range(22)]}, "val", False)
