@@ -9,7 +9,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -40,6 +40,9 @@ def _setup_determinism(deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+EvalCallback = Callable[[int, dict, Optional[Path]], None]
+
+
 class Trainer:
     """Iteration-based training of ``cfg.method`` with evaluation, checkpoints and resume.
 
@@ -47,10 +50,16 @@ class Trainer:
         cfg: A validated :class:`segproto.config.Config`.
         work_dir: Output directory (config, scalars, checkpoints, metrics, plots).
         resume: ``True`` = the work dir's last checkpoint; a path = that checkpoint; falsy = fresh run.
+        on_eval: Called on rank 0 after each evaluation as ``on_eval(iteration, metrics, checkpoint)``,
+            once that iteration's checkpoint is saved; ``checkpoint`` is its path, or ``None`` when the
+            iteration saves none (``train.checkpoint_interval`` not aligned with ``train.eval_interval``).
+            Used by the Ray Tune sweeps (``search/``) to report mIoU and checkpoints.
     """
 
-    def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None) -> None:
+    def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None,
+                 on_eval: Optional[EvalCallback] = None) -> None:
         self.cfg = cfg
+        self.on_eval = on_eval
         self.rank, self.world = sdist.init_distributed()
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         self.work_dir = Path(work_dir).absolute()
@@ -202,11 +211,14 @@ class Trainer:
                          + "".join(f"  {k} {v:.2f}" for k, v in levels.items()))
             else:
                 is_best = False
+            saved = None
             if it % tcfg.checkpoint_interval == 0 or it == tcfg.iters:
                 state = self._state(it)  # collective (RNG gather): every rank calls it
                 if self.main:
-                    self.last_ckpt = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
+                    self.last_ckpt = saved = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
                 sdist.barrier()
+            if self.on_eval is not None and self.main and (it % tcfg.eval_interval == 0 or it == tcfg.iters):
+                self.on_eval(it, metrics, saved)
         if bar is not None:
             bar.close()
         if not metrics:  # resumed at the end: evaluate the final weights

@@ -43,12 +43,15 @@ class PrototypeBuffer(nn.Module):
 
     @torch.no_grad()
     def update_(self, feats: Tensor, labels: Tensor, momentum: float, ignore_index: int) -> None:
-        """Momentum update from ``feats [N, D]`` of ``labels [N]``; identical on every DDP rank
-        (class sums and counts are all-reduced before ``prototype_update_``)."""
-        sums, counts = ops.class_sums(feats, labels, self.protos.shape[0], ignore_index, normalize=True)
+        """Momentum update from ``feats [N, D]`` of ``labels [N]`` (``prototype_momentum_update_``);
+        under DDP its two halves with the class sums and counts all-reduced in between, so every
+        rank applies the same update."""
         dist = _dist()
-        sums, counts = dist.all_reduce_sum(sums), dist.all_reduce_sum(counts)
-        ops.prototype_update_(self.protos, sums, counts, momentum)
+        if not dist.is_dist():
+            ops.prototype_momentum_update_(self.protos, feats, labels, momentum, ignore_index)
+            return
+        sums, counts = ops.class_sums(feats, labels, self.protos.shape[0], ignore_index, normalize=True)
+        ops.prototype_update_(self.protos, dist.all_reduce_sum(sums), dist.all_reduce_sum(counts), momentum)
 
     def initialised(self) -> Tensor:
         """``[K]`` bool: rows that have been set."""
