@@ -84,6 +84,7 @@ class DataConfig:
     taxonomy: Optional[str] = None
     level: int = 0
     train_split: str = "train"
+    unlabeled_split: Optional[str] = None  # semi-supervised methods: e.g. "train_unlabeled_1-8"
     val_split: str = "val"
     test_split: str = "test"
     crop_size: tuple[int, int] = (128, 128)
@@ -98,6 +99,7 @@ class DataConfig:
 
     def check(self) -> list[Issue]:
         issues = [*nonempty("dataset", self.dataset), *nonempty("taxonomy", self.taxonomy),
+                  *nonempty("unlabeled_split", self.unlabeled_split),
                   *bound("crop_size", self.crop_size, ge=1),
                   *bound("scale_range", self.scale_range, gt=0),
                   *bound("std", self.std, gt=0), *bound("level", self.level, ge=0),
@@ -245,6 +247,28 @@ class LossConfig:
 
 
 @dataclass
+class SemiConfig:
+    """The semi-supervised framework (``method.name: mean_teacher | prcl``; docs/methods/prcl.md)."""
+
+    ema_decay: float = 0.99             # teacher decay: min(1 - 1 / (step + 1), ema_decay)
+    weak_threshold: float = 0.7         # unlabelled pixels this confident take part in the contrast
+    strong_threshold: float = 0.97      # each unlabelled image's CE weighted by its share of pixels this confident
+    unsup_weight: float = 1.0           # weight of the pseudo-label CE
+    class_mix: bool = True              # ClassMix in the strong view
+    jitter: float = 0.25                # colour jitter strength (factors in [1 - j, 1 + j], hue +-j/2)
+    jitter_p: float = 0.8               # probability of colour jitter per image
+    blur_p: float = 0.5                 # probability of Gaussian blur per image
+    eval_teacher: bool = True           # evaluate and export the EMA teacher (as the public code) or the student
+
+    def check(self) -> list[Issue]:
+        return [*bound("ema_decay", self.ema_decay, ge=0, le=1),
+                *bound("weak_threshold", self.weak_threshold, ge=0, le=1),
+                *bound("strong_threshold", self.strong_threshold, ge=0, le=1),
+                *bound("unsup_weight", self.unsup_weight, ge=0), *bound("jitter", self.jitter, ge=0, lt=1),
+                *bound("jitter_p", self.jitter_p, ge=0, le=1), *bound("blur_p", self.blur_p, ge=0, le=1)]
+
+
+@dataclass
 class OptimConfig:
     """Optimizer."""
 
@@ -316,6 +340,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -24,10 +24,11 @@ def build_split(cfg: Any, split: str, train: bool):
     return build_dataset(data_dict(cfg), split, train)
 
 
-def train_loader(dataset, cfg: Any, rank: int, world: int, start_draw: int) -> DataLoader:
-    """Infinite loader; ``start_draw`` skips this rank's first draws (exact resume)."""
-    sampler = InfiniteSampler(len(dataset), seed=cfg.seed, shuffle=True, rank=rank, world_size=world,
-                              start=start_draw)
+def train_loader(dataset, cfg: Any, rank: int, world: int, start_draw: int, stream: int = 0) -> DataLoader:
+    """Infinite loader; ``start_draw`` skips this rank's first draws (exact resume); ``stream`` 1 is
+    the unlabelled stream of semi-supervised methods (its own shuffling seed)."""
+    sampler = InfiniteSampler(len(dataset), seed=cfg.seed + 1_000_003 * stream, shuffle=True, rank=rank,
+                              world_size=world, start=start_draw)
     workers = cfg.data.num_workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,

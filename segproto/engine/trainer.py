@@ -72,10 +72,13 @@ class Trainer:
         sdist.barrier()
         self.train_set = build_split(cfg, cfg.data.train_split, train=True)
         self.val_set = build_split(cfg, cfg.data.val_split, train=False)
+        self.unlabeled_set = (build_split(cfg, cfg.data.unlabeled_split, train=True)
+                              if cfg.data.unlabeled_split else None)
         self.taxonomy = self.train_set.taxonomy
         self.num_classes, self.class_names, self.palette = label_space(self.train_set, cfg.data.level)
         self.target_fn = level_target_fn(self.taxonomy, cfg.data.level)
         self.method = build_method(cfg, self.num_classes, self.taxonomy).to(self.device)
+        _check_streams(cfg, self.method)
         self.optimizer = build_optimizer(self.method, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.optim, cfg.train.iters)
         amp_cuda = cfg.train.amp and self.device.type == "cuda"
@@ -137,13 +140,14 @@ class Trainer:
                         self.cfg.data.ignore_index, self.taxonomy, self.cfg.data.level, self.amp_dtype,
                         self.target_fn)
 
-    def _step(self, batch: dict, it: int) -> dict[str, float]:
+    def _step(self, batch: dict, it: int, unlabeled: Optional[dict] = None) -> dict[str, float]:
         img = batch["img"].to(self.device, non_blocking=True)
         gt = batch["gt"].to(self.device, non_blocking=True)
         if self.target_fn is not None:
             gt = self.target_fn(gt)
+        extra = {} if unlabeled is None else {"unlabeled": unlabeled["img"].to(self.device, non_blocking=True)}
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            out = self.model(img, gt, it)
+            out = self.model(img, gt, it, **extra)
         terms = {k: v for k, v in out.items() if k.startswith("loss")}
         total = sum(terms.values())
         finite = torch.tensor(float(torch.isfinite(total.detach())), device=self.device)
@@ -160,6 +164,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if hasattr(self.method, "after_step"):  # e.g. the EMA teacher of semi-supervised methods
+            self.method.after_step(it)
         logged = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
         logged["loss"] = float(total.detach())
         return logged
@@ -170,6 +176,10 @@ class Trainer:
         writer = ScalarWriter(self.work_dir, tcfg.tensorboard, self.start_iter if self.start_iter else None) if self.main else None
         loader = train_loader(self.train_set, cfg, self.rank, self.world, self.start_iter * cfg.data.batch_size)
         data_iter = iter(loader)
+        unlabeled_iter = None
+        if self.unlabeled_set is not None:
+            unlabeled_iter = iter(train_loader(self.unlabeled_set, cfg, self.rank, self.world,
+                                               self.start_iter * cfg.data.batch_size, stream=1))
         bar = None
         if self.main and tcfg.progress_bar:
             from tqdm import tqdm
@@ -182,8 +192,9 @@ class Trainer:
         for it in range(self.start_iter + 1, tcfg.iters + 1):
             t0 = time.perf_counter()
             batch = next(data_iter)
+            unlabeled = next(unlabeled_iter) if unlabeled_iter is not None else None
             t1 = time.perf_counter()
-            for k, v in self._step(batch, it).items():
+            for k, v in self._step(batch, it, unlabeled).items():
                 window[k] += v
             t_data, t_iter, n_win = t_data + t1 - t0, t_iter + time.perf_counter() - t0, n_win + 1
             if bar is not None:
@@ -236,6 +247,17 @@ class Trainer:
             echo(f"level {name}: aAcc {lv['aAcc']:.2f}  mIoU {lv['mIoU']:.2f}  mAcc {lv['mAcc']:.2f}")
         plots = save_plots(self.work_dir, metrics)
         echo(f"work dir: {self.work_dir} (metrics.json, scalars.jsonl, {', '.join(p.name for p in plots)})")
+
+
+def _check_streams(cfg: Any, method: Any) -> None:
+    """A semi-supervised method needs ``data.unlabeled_split``; any other method must not get one."""
+    semi = getattr(method, "uses_unlabeled", False)
+    if semi and not cfg.data.unlabeled_split:
+        raise ValueError(f"method.name {cfg.method.name!r} is semi-supervised: set data.unlabeled_split "
+                         "(e.g. train_unlabeled_1-8, with data.train_split train_labeled_1-8)")
+    if cfg.data.unlabeled_split and not semi:
+        raise ValueError(f"data.unlabeled_split is {cfg.data.unlabeled_split!r} but method.name "
+                         f"{cfg.method.name!r} does not use unlabelled images (mean_teacher or prcl do)")
 
 
 def json_clean(o: Any) -> Any:
