@@ -1,0 +1,175 @@
+"""End-to-end sweeps through ``python search/sweep.py`` on a local Ray (this 2-core machine)."""
+
+import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ray")
+pytest.importorskip("optuna")
+
+from search.space import apply_params  # noqa: E402
+from segproto.config import config_from_dict, load_config  # noqa: E402
+from segproto.config.yaml_io import read_yaml  # noqa: E402
+from segproto.engine import Trainer, load_checkpoint  # noqa: E402
+from tests.engine.conftest import REPO  # noqa: E402
+
+SPACE = {"optim.lr": {"loguniform": [0.005, 0.05]}, "model.dropout": {"uniform": [0.0, 0.3]},
+         "sched.warmup_iters": {"randint": [0, 2]}, "data.batch_size": {"choice": [2, 4]}}
+
+
+def sweep(cfg: Path, space: Path, work_dir: Path, *options: str) -> list[str]:
+    return [sys.executable, "search/sweep.py", str(cfg), "--space", str(space), "--num-samples", "3",
+            "--work-dir", str(work_dir), *options]
+
+
+def read_rows(work_dir: Path) -> list[dict]:
+    with open(work_dir / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_three_trials_then_train_from_best_config(write_cfg, write_space, tmp_path):
+    wd = tmp_path / "sweep"
+    t0 = time.perf_counter()
+    run = subprocess.run(sweep(write_cfg(iters=6), write_space(SPACE), wd), cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    seconds = time.perf_counter() - t0
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert seconds < 120, f"the 3-trial sweep took {seconds:.0f} s"
+
+    rows = read_rows(wd)
+    assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
+    assert list(rows[0]) == ["trial_id", "status", "best_mIoU", "best_iter", "iterations", *SPACE]
+    for r in rows:
+        assert r["status"] in ("completed", "early_stopped")  # ASHA may stop a trial at iteration 3
+        assert int(r["iterations"]) == (6 if r["status"] == "completed" else 3)
+        assert 0 <= float(r["best_mIoU"]) <= 100 and int(r["best_iter"]) in (3, 6)
+        assert 0.005 <= float(r["optim.lr"]) <= 0.05 and 0 <= float(r["model.dropout"]) <= 0.3
+        assert r["sched.warmup_iters"] in ("0", "1", "2") and r["data.batch_size"] in ("2", "4")
+    assert any(r["status"] == "completed" for r in rows)
+    assert (wd / "mIoU_vs_params.png").stat().st_size > 0
+
+    best = max(rows, key=lambda r: float(r["best_mIoU"]))
+    assert f"best trial {best['trial_id']}" in run.stdout
+    best_cfg = load_config(wd / "best_config.yaml")
+    assert best_cfg.optim.lr == pytest.approx(float(best["optim.lr"]))
+    assert (best_cfg.data.batch_size, best_cfg.sched.warmup_iters) == (int(best["data.batch_size"]),
+                                                                      int(best["sched.warmup_iters"]))
+    assert Path(best_cfg.data.root).is_absolute()
+
+    out = tmp_path / "best_run"  # from another directory: the config holds absolute paths
+    train = subprocess.run([sys.executable, "-m", "segproto.train", str(wd / "best_config.yaml"), "--work-dir",
+                            str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-4000:]
+    assert 0 <= json.loads((out / "metrics.json").read_text())["mIoU"] <= 100
+
+
+def _trials(wd: Path) -> dict[str, list[Path]]:
+    """Trial directory name -> its persisted checkpoint files."""
+    return {d.name: sorted(d.glob("checkpoint_*/iter_*.pth")) for d in wd.glob("trial_*")}
+
+
+def _second_trial_under_way(wd: Path, iters: int) -> bool:
+    """One trial finished, another one past its first checkpoint (Tune has then registered that
+    checkpoint: a function trial reports the next result only after Tune took the previous one)."""
+    latest = [files[-1] for files in _trials(wd).values() if files]
+    done = [f for f in latest if f.name == f"iter_{iters}.pth"]
+    going = [f for f in latest if f.name != f"iter_{iters}.pth" and f.parent.name != "checkpoint_000000"]
+    return bool(done and going)
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_cfg, write_space, tmp_path, one_thread):
+    iters = 15
+    cfg, space, wd = write_cfg(iters=iters), write_space(SPACE), tmp_path / "sweep"
+    cmd = sweep(cfg, space, wd, "--max-concurrent", "1", "--scheduler", "fifo")
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 200
+        while not _second_trial_under_way(wd, iters):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+        assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    assert "sweep interrupted; continue it with:" in log.read_text()
+    before = read_rows(wd)
+    finished = [r for r in before if r["status"] == "completed"]
+    assert len(finished) == 1 and len(before) == 2
+    done_dir = wd / f"trial_{finished[0]['trial_id']}"
+    snapshot = {p: p.stat().st_mtime_ns for p in done_dir.rglob("*")}
+
+    again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds a sweep: add --resume" in again.stderr
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+
+    rows = {r["trial_id"]: r for r in read_rows(wd)}
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows.values())
+    assert rows[finished[0]["trial_id"]] == finished[0]  # same row: not run again
+    assert {p: p.stat().st_mtime_ns for p in done_dir.rglob("*") if "checkpoint_" in str(p)} == {
+        p: t for p, t in snapshot.items() if "checkpoint_" in str(p)}
+    [interrupted] = [r for r in before if r["status"] == "unfinished"]
+    at = re.findall(r"resumed from \S+ at iteration (\d+)", resumed.stdout + resumed.stderr)
+    assert len(at) == 1 and 3 <= int(at[0]) < iters  # the interrupted trial went on from its checkpoint
+
+    # ... and ended exactly where an uninterrupted run of the same values ends (one thread, as in the trial).
+    trial_dir = wd / f"trial_{interrupted['trial_id']}"
+    params = json.loads((trial_dir / "params.json").read_text())
+    base = read_yaml(str(wd / "sweep_base.yaml"))
+    Trainer(config_from_dict(apply_params(base, params)), tmp_path / "reference").run()
+    [final] = trial_dir.glob(f"checkpoint_*/iter_{iters}.pth")
+    want, got = load_checkpoint(tmp_path / "reference" / f"iter_{iters}.pth")["model"], load_checkpoint(final)["model"]
+    assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_resume_needs_an_interrupted_sweep(write_cfg, write_space, tmp_path, capsys):
+    from search.sweep import main
+
+    wd = tmp_path / "sweep"
+    assert main([str(write_cfg()), "--space", str(write_space(SPACE)), "--num-samples", "2", "--work-dir", str(wd),
+                 "--resume"]) == 2
+    assert f"--resume: no sweep to resume in {wd}" in capsys.readouterr().err
+    assert not wd.exists()
+
+
+def test_trial_continues_from_the_checkpoint_tune_hands_back(tiny_cfg, tmp_path, monkeypatch, one_thread):
+    """``run_trial`` outside Ray: Tune's session calls are replaced by fakes."""
+    from ray import tune
+
+    from search.sweep import trial_base
+    from search.trial import run_trial
+    from segproto.config import config_to_dict
+
+    base = trial_base(config_to_dict(tiny_cfg()))  # 6 iterations, evaluations at 3 and 6
+    full = tmp_path / "full"
+    Trainer(config_from_dict(dict(base, train=dict(base["train"], max_keep_ckpts=-1))), full).run()
+    reports, restored = [], tmp_path / "restored"
+    restored.mkdir()
+
+    def report(result, checkpoint=None):
+        reports.append((result["iter"], sorted(p.name for p in Path(checkpoint.path).iterdir())))
+
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "report", report)
+    for ckpt, want in (("iter_3.pth", [(6, ["iter_6.pth"])]), ("iter_6.pth", [])):
+        (restored / ckpt).write_bytes((full / ckpt).read_bytes())
+        monkeypatch.setattr(tune, "get_checkpoint", lambda c=ckpt: tune.Checkpoint.from_directory(restored))
+        work = tmp_path / f"work_{ckpt}"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        reports.clear()
+        run_trial({}, base)
+        assert reports == want  # from iteration 3: one more report; from the last one: nothing to do
+        assert not list(work.glob("*.pth"))  # the reported checkpoint went to Tune; no copy stays
+        (restored / ckpt).unlink()
+    assert json.loads((tmp_path / "work_iter_3.pth" / "metrics.json").read_text())["IoU"] == \
+        json.loads((full / "metrics.json").read_text())["IoU"]
