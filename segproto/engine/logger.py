@@ -85,7 +85,8 @@ def save_plots(work_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
     import matplotlib.pyplot as plt
 
     work_dir = Path(work_dir)
-    recs = [json.loads(ln) for ln in (work_dir / "scalars.jsonl").read_text().splitlines() if ln]
+    scalars = work_dir / "scalars.jsonl"  # absent when a final checkpoint is resumed into a new dir
+    recs = [json.loads(ln) for ln in scalars.read_text().splitlines() if ln] if scalars.is_file() else []
     train = [r for r in recs if r.get("mode") == "train"]
     val = [r for r in recs if r.get("mode") == "val"]
     out = []

@@ -56,6 +56,9 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path):
         assert torch.equal(want["model"][k], got["model"][k]), k
     assert json.loads((full / "metrics.json").read_text())["IoU"] == json.loads((part / "metrics.json").read_text())["IoU"]
     assert resumed["mIoU"] == json.loads((full / "metrics.json").read_text())["mIoU"]
+    # the final checkpoint resumed into a fresh dir (no scalars.jsonl): evaluates, writes metrics
+    fresh = Trainer(tiny_cfg(), tmp_path / "fresh", resume=str(full / "iter_6.pth")).run()
+    assert fresh["mIoU"] == resumed["mIoU"] and (tmp_path / "fresh/metrics.json").is_file()
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
