@@ -1,6 +1,6 @@
 """Method ablations at the quickstart budget (docs/results.md): variants x seeds, then a table.
 
-    python scripts/ablation.py pico|hiposeg [--seeds 0 1 2] [--variants a b ...] [--jobs 1]
+    python scripts/ablation.py pico|hiposeg|prcl [--seeds 0 1 2] [--variants a b ...] [--jobs 1]
 
 Each run is ``python -m segproto.train CONFIG --work-dir work_dirs/ablation/<variant>_s<seed>
 --cfg-options ... seed=<seed>``; runs with a ``metrics.json`` are skipped, so an interrupted
@@ -45,6 +45,12 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "hiposeg_no_align": (HIPO, ["loss.hiposeg.weight_align=0"]),
         "hiposeg_full": (HIPO, []),
         "hiposeg_3level": (HIPO, ["data.taxonomy=taxonomy_3level.yaml"]),
+    },
+    "prcl": {
+        "ce": ("configs/quickstart.yaml", []),  # fully supervised: the ceiling
+        "supervised_1-8": ("configs/prcl/supervised_1-8.yaml", []),
+        "mean_teacher_1-8": ("configs/prcl/mean_teacher_1-8.yaml", []),
+        "prcl_1-8": ("configs/prcl/quickstart.yaml", []),
     },
 }
 

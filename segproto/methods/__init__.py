@@ -13,13 +13,14 @@ from typing import Any, Callable
 from .base import CEMethod, SegMethod
 from .hiposeg import HiPoSegMethod
 from .pico import PiCoMethod
-from .semi import MeanTeacherMethod
+from .semi import MeanTeacherMethod, PRCLMethod
 
 # The one registry: method name -> builder(cfg, num_classes, taxonomy) -> SegMethod.
 METHODS: dict[str, Callable[..., SegMethod]] = {"ce": CEMethod.from_config}
 METHODS["pico"] = PiCoMethod.from_config
 METHODS["hiposeg"] = HiPoSegMethod.from_config
 METHODS["mean_teacher"] = MeanTeacherMethod.from_config
+METHODS["prcl"] = PRCLMethod.from_config
 
 
 def build_method(cfg: Any, num_classes: int, taxonomy=None) -> SegMethod:

@@ -11,20 +11,21 @@ probabilistic contrast on top. Details and choices: ``docs/methods/prcl.md``.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segproto.config.schema import SemiConfig
+from segproto.config.schema import PRCLLossConfig, SemiConfig
 from segproto.data.batch_aug import class_mix, photometric
 from segproto.models import Segmentor, build_segmentor
 
-from .base import SegMethod, resize_logits
+from .base import SegMethod, labels_at, resize_logits
 from .pico import step_seed
 
-__all__ = ["EMATeacher", "MeanTeacherMethod", "pseudo_label_loss"]
+__all__ = ["EMATeacher", "MeanTeacherMethod", "PRCLMethod", "VarianceHead", "pseudo_label_loss"]
 
 
 class EMATeacher(nn.Module):
@@ -167,3 +168,97 @@ class MeanTeacherMethod(SegMethod):
     def deployable(self) -> Segmentor:
         """The teacher's segmentor (``semi.eval_teacher``, as the public code evaluates) or the student."""
         return self.teacher.model if self.semi.eval_teacher else self.segmentor
+
+
+class VarianceHead(nn.Module):
+    """Per-pixel, per-dimension variance in ``(var_min, 1)``: 1x1 conv, BN, ReLU, 1x1 conv, sigmoid."""
+
+    def __init__(self, in_channels: int, dim: int, var_min: float = 1e-4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, in_channels, 1, bias=False), nn.BatchNorm2d(in_channels),
+                                 nn.ReLU(inplace=True), nn.Conv2d(in_channels, dim, 1))
+        self.var_min = var_min
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.var_min + (1.0 - self.var_min) * torch.sigmoid(self.net(feats))
+
+
+class PRCLMethod(MeanTeacherMethod):
+    """Mean teacher + PRCL: probabilistic pixel representations (mean and variance heads, training
+    only) contrasted by mutual likelihood score against global distribution prototypes (GDP).
+
+    The GDP buffers ``gdp_mu``/``gdp_prec`` ``[K, D]`` start empty (precision 0) and accumulate
+    every step's precision-weighted class sums (all-reduced under DDP) before the loss, as the
+    public code orders it.
+    """
+
+    def __init__(self, segmentor: Segmentor, num_classes: int, semi: Optional[SemiConfig] = None,
+                 prcl: Optional[PRCLLossConfig] = None, total_iters: int = 1, **kwargs: Any) -> None:
+        from segproto.models import ProjectionHead
+
+        super().__init__(segmentor, num_classes, semi, **kwargs)
+        self.prcl = p = prcl if prcl is not None else PRCLLossConfig()
+        self.total_iters = total_iters
+        self.proj = ProjectionHead(segmentor.feat_channels, p.proj_dim)
+        self.var_head = VarianceHead(segmentor.feat_channels, p.proj_dim, p.var_min)
+        self.register_buffer("gdp_mu", torch.zeros(num_classes, p.proj_dim))
+        self.register_buffer("gdp_prec", torch.zeros(num_classes, p.proj_dim))
+        # identical on every rank (all-reduced update): nothing to broadcast at each forward
+        self._ddp_params_and_buffers_to_ignore = ["gdp_mu", "gdp_prec"]
+
+    @classmethod
+    def from_config(cls, cfg: Any, num_classes: int, taxonomy=None) -> "PRCLMethod":
+        return cls(build_segmentor(cfg.model, num_classes), num_classes, cfg.semi, cfg.loss.prcl, cfg.train.iters,
+                   mean=cfg.data.mean, std=cfg.data.std, ignore_index=cfg.data.ignore_index,
+                   ce_weight=cfg.loss.ce.weight, class_weight=cfg.loss.ce.class_weight, seed=cfg.seed)
+
+    def contrast_weight(self, it: int) -> float:
+        """``weight * exp(-5 (it / T)^2)`` with ``ramp`` (the public ramp-down), else ``weight``."""
+        w = self.prcl.weight
+        return w * math.exp(-5.0 * (it / self.total_iters) ** 2) if self.prcl.ramp else w
+
+    def contrast_targets(self, logits: Tensor, gt: Tensor, pseudo: Tensor, conf: Tensor,
+                         size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Labels and predicted probabilities of those labels at the embedding size, ``[2B * h * w]``
+        each: ground truth for the labelled half, pseudo-labels where the teacher is at least
+        ``semi.weak_threshold`` sure for the unlabelled half (``ignore_index`` elsewhere)."""
+        with torch.no_grad():
+            pseudo = torch.where(conf >= self.semi.weak_threshold, pseudo, torch.full_like(pseudo, self.ignore_index))
+            labels = labels_at(torch.cat([gt, pseudo]), size).flatten()
+            probs = torch.softmax(resize_logits(logits.detach().float(), size), dim=1)  # [2B, K, h, w]
+            probs = probs.permute(0, 2, 3, 1).reshape(-1, probs.shape[1])
+            picked = probs.gather(1, labels.clamp(0, probs.shape[1] - 1).unsqueeze(1)).squeeze(1)
+        return labels, picked
+
+    def semi_losses(self, out: dict, gt: Tensor, pseudo: Tensor, conf: Tensor, it: int,
+                    gen: torch.Generator) -> dict[str, Tensor]:
+        from segproto.engine import dist
+        from segproto.losses.prcl import distribution_prototypes, gdp_update, prcl_loss
+
+        p = self.prcl
+        mu = self.proj(out["feats"])  # [2B, D, h, w]
+        var = self.var_head(out["feats"])
+        size = tuple(mu.shape[-2:])
+        labels, probs = self.contrast_targets(out["logits"], gt, pseudo, conf, size)
+        mu = mu.permute(0, 2, 3, 1).reshape(-1, mu.shape[1]).float()
+        var = var.permute(0, 2, 3, 1).reshape(-1, var.shape[1]).float()
+        protos = distribution_prototypes(mu, var, labels, self.num_classes, self.ignore_index)
+        with torch.no_grad():
+            new_mu, new_prec = gdp_update(self.gdp_mu, self.gdp_prec, dist.all_reduce_sum(protos.prec_sum.detach()),
+                                          dist.all_reduce_sum(protos.mu_prec_sum.detach()), p.gdp_decay)
+            self.gdp_mu.copy_(new_mu)
+            self.gdp_prec.copy_(new_prec)
+        w = self.contrast_weight(it)
+        if w > 0:
+            loss, diag = prcl_loss(mu, var, labels, probs, self.gdp_mu.clone(), self.gdp_prec.clone(),
+                                   num_anchors=p.num_anchors, num_negatives=p.num_negatives,
+                                   temperature=p.temperature, weak_threshold=p.anchor_threshold,
+                                   num_virtual=p.num_virtual, virtual_radius=p.virtual_radius,
+                                   negative_protos=p.negative_protos, batch_protos=protos, generator=gen,
+                                   ignore_index=self.ignore_index)
+            extra = {"contrast_classes": torch.tensor(float(diag["num_classes"])), "hard_frac": diag["hard_frac"]}
+        else:
+            loss, extra = (mu.sum() + var.sum()) * 0.0, {}
+        mean_var = var.detach().mean()
+        return {"loss_contrast": w * loss, "contrast_weight": torch.tensor(w), "mean_var": mean_var,
+                "gdp_set": (self.gdp_prec > 0).any(1).float().mean(), **extra}

@@ -194,4 +194,104 @@ def test_semi_configs_load():
     mt = load_config(repo / "configs/prcl/mean_teacher_1-8.yaml")
     assert sup.data.train_split == mt.data.train_split == "train_labeled_1-8" and sup.data.unlabeled_split is None
     assert mt.data.unlabeled_split == "train_unlabeled_1-8" and mt.method.name == "mean_teacher"
-    assert sup.train.iters == mt.train.iters  # equal budget
+    prcl = load_config(repo / "configs/prcl/quickstart.yaml")
+    assert prcl.method.name == "prcl" and prcl.data.unlabeled_split == "train_unlabeled_1-8"
+    assert sup.train.iters == mt.train.iters == prcl.train.iters  # equal budget
+
+
+# --- PRCL ---------------------------------------------------------------------------------------------
+
+def make_prcl(total=100, **prcl):
+    from segproto.config.schema import PRCLLossConfig
+    from segproto.methods.semi import PRCLMethod
+
+    torch.manual_seed(0)
+    cfg = dict(proj_dim=8, num_anchors=4, num_negatives=6)
+    cfg.update(prcl)
+    return PRCLMethod(build_segmentor(TINY, K), K, SemiConfig(weak_threshold=0.0), PRCLLossConfig(**cfg),
+                      total_iters=total, mean=MEAN, std=STD).train()
+
+
+def test_prcl_ramp_is_the_public_ramp_down():
+    m = make_prcl(total=100, weight=2.0)
+    assert m.contrast_weight(0) == 2.0
+    assert m.contrast_weight(50) == pytest.approx(2.0 * math.exp(-1.25))
+    assert m.contrast_weight(100) == pytest.approx(2.0 * math.exp(-5.0))
+    assert make_prcl(ramp=False, weight=0.5).contrast_weight(100) == 0.5
+
+
+def test_prcl_step_fills_the_gdp_and_trains_both_heads():
+    m = make_prcl()
+    img, gt = batch()
+    img_u, _ = batch(1)
+    out = m(img, gt, 1, unlabeled=img_u)
+    assert {"loss_ce", "loss_unsup", "loss_contrast", "mean_var", "gdp_set"} <= set(out)
+    assert torch.isfinite(out["loss_contrast"]) and out["loss_contrast"].item() > 0
+    assert (m.gdp_prec > 0).any(1).all()  # every class of the labelled batch (and pseudo-labels)
+    sum(v for k, v in out.items() if k.startswith("loss")).backward()
+    for head in (m.proj, m.var_head):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    assert 1e-4 <= out["mean_var"].item() < 1
+
+
+def test_prcl_gdp_accumulates_precision_sums_over_steps():
+    """Oracle: after two steps, prec_g[c] = sum over both batches of 1/var of the class-c pixels."""
+    m = make_prcl(weight=0.0)  # the loss off: only the buffers move
+    seen = []
+    real = m.contrast_targets
+
+    def spy(*a, **k):
+        labels, probs = real(*a, **k)
+        seen.append(labels)
+        return labels, probs
+
+    m.contrast_targets = spy
+    variances = []
+    real_var = m.var_head.forward
+    m.var_head.forward = lambda f: variances.append(real_var(f)) or variances[-1]
+    for it, seed in ((1, 0), (2, 5)):
+        img, gt = batch(seed)
+        m(img, gt, it, unlabeled=batch(seed + 1)[0])
+    want = torch.zeros(K, 8, dtype=torch.float64)
+    for labels, var in zip(seen, variances):
+        v = var.detach().permute(0, 2, 3, 1).reshape(-1, 8).double()
+        for i, c in enumerate(labels.tolist()):
+            if c != 255:
+                want[c] += 1.0 / v[i]
+    torch.testing.assert_close(m.gdp_prec.double(), want, rtol=1e-5, atol=1e-3)
+
+
+def test_prcl_contrast_targets_mask_unconfident_pseudo_labels():
+    m = make_prcl()
+    m.semi.weak_threshold = 0.7
+    logits = torch.randn(4, K, 4, 4)
+    gt = torch.randint(0, K, (2, 32, 32))
+    pseudo = torch.randint(0, K, (2, 32, 32))
+    conf = torch.rand(2, 32, 32)
+    labels, probs = m.contrast_targets(logits, gt, pseudo, conf, (4, 4))
+    lab = labels.view(4, 4, 4)
+    want_u = torch.where(conf >= 0.7, pseudo, 255)[:, ::8, ::8]  # nearest at stride 8
+    assert torch.equal(lab[2:], want_u) and torch.equal(lab[:2], gt[:, ::8, ::8])
+    p = torch.softmax(logits, 1)
+    b, i, j = 3, 1, 2
+    if int(lab[b, i, j]) != 255:
+        assert probs.view(4, 4, 4)[b, i, j].item() == pytest.approx(p[b, int(lab[b, i, j]), i, j].item())
+
+
+def test_trainer_prcl_resumes_exactly(tiny_root, tmp_path):
+    import shutil
+
+    from segproto.engine import Trainer, load_checkpoint
+
+    path = write_cfg(tmp_path / "p.yaml", tiny_root, method="prcl", iters=4, eval_interval=4, checkpoint_interval=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["loss"] = {"prcl": {"proj_dim": 8, "num_anchors": 4, "num_negatives": 6}}
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(path)
+    Trainer(cfg, tmp_path / "full").run()
+    (tmp_path / "part").mkdir()
+    shutil.copy(tmp_path / "full/iter_2.pth", tmp_path / "part/iter_2.pth")
+    Trainer(cfg, tmp_path / "part", resume=True).run()
+    want, got = (load_checkpoint(tmp_path / d / "iter_4.pth")["model"] for d in ("full", "part"))
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert (want["gdp_prec"] > 0).any()
