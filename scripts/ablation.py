@@ -45,6 +45,8 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "hiposeg_no_align": (HIPO, ["loss.hiposeg.weight_align=0"]),
         "hiposeg_full": (HIPO, []),
         "hiposeg_3level": (HIPO, ["data.taxonomy=taxonomy_3level.yaml"]),
+        "hiposeg_light": (HIPO, ["loss.hiposeg.weight_coarse=0.1", "loss.hiposeg.weight_fine=0.1",
+                                 "loss.hiposeg.weight_align=0.1"]),
     },
     "prcl": {
         "ce": ("configs/quickstart.yaml", []),  # fully supervised: the ceiling
