@@ -1,7 +1,6 @@
 """HiPoSegMethod: schedule, prototype updates, levels, DDP, trainer, export and configs."""
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ from segproto.data.taxonomy import Taxonomy
 from segproto.methods import build_method
 from segproto.methods.hiposeg import HiPoSegMethod, stage_starts
 from segproto.models import build_segmentor
+
+from .conftest import assert_export_equals_ce, assert_resume_exact, ddp_steps, run_ddp
 
 TINY = {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16}
 K = 5
@@ -167,41 +168,16 @@ def test_deployable_and_checkpoint_state():
 
 # --- DDP -------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        m = make_method(total=4, update_from="all")
-        model = DDP(m)
-        opt = torch.optim.SGD(m.parameters(), lr=0.01)
-        seen = []
-        for it in (1, 2, 3):
-            img, gt = batch(100 * it + rank)  # different data on each rank
-            out = model(img, gt, it)
-            opt.zero_grad()
-            sum(v for k, v in out.items() if k.startswith("loss")).backward()
-            opt.step()
-            seen.append(gt)
-        torch.save({"protos": [b.protos for b in m.prototypes], "gt": torch.stack(seen)}, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_body(rank: int) -> dict:
+    m = make_method(total=4, update_from="all")
+    seen = []
+    ddp_steps(m, lambda seed: seen.append(batch(seed)) or seen[-1], rank)
+    return {"protos": [b.protos for b in m.prototypes], "gt": torch.stack([gt for _, gt in seen])}
 
 
 @pytest.mark.slow
 def test_ddp_ranks_end_with_identical_prototypes(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = run_ddp(_ddp_body, tmp_path)
     assert not torch.equal(r0["gt"], r1["gt"])
     for a, b in zip(r0["protos"], r1["protos"]):
         assert torch.equal(a, b)
@@ -212,15 +188,6 @@ def test_ddp_ranks_end_with_identical_prototypes(tmp_path):
 
 
 # --- trainer, export, configs ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    from segproto.data import generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic_tiny_hiposeg")
-    generate_synthetic(root, num_train=16, num_val=6, num_test=6, image_size=32, seed=0)
-    return root
-
 
 def write_tiny_cfg(path: Path, root: Path, method: str, **train) -> Path:
     from tests.engine.conftest import tiny_cfg_dict
@@ -234,7 +201,6 @@ def write_tiny_cfg(path: Path, root: Path, method: str, **train) -> Path:
 
 def test_trainer_runs_hiposeg_logs_stages_and_export_equals_ce(tiny_root, tmp_path, capsys):
     from segproto.engine import Trainer, load_checkpoint
-    from segproto.export import main as export_main
 
     cfg_h = write_tiny_cfg(tmp_path / "h.yaml", tiny_root, "hiposeg", iters=4, eval_interval=4,
                            checkpoint_interval=2, log_interval=1)
@@ -251,31 +217,15 @@ def test_trainer_runs_hiposeg_logs_stages_and_export_equals_ce(tiny_root, tmp_pa
     assert {"mIoU_fine", "mIoU_coarse"} <= set(val[-1])
     saved = json.loads((tmp_path / "h/metrics.json").read_text())
     assert saved["levels"]["coarse"]["mIoU"] == pytest.approx(metrics["levels"]["coarse"]["mIoU"])
-    ckpt = load_checkpoint(tmp_path / "h/iter_4.pth")["model"]
-    assert (ckpt["prototypes.1.protos"] != 0).any()
-
+    assert (load_checkpoint(tmp_path / "h/iter_4.pth")["model"]["prototypes.1.protos"] != 0).any()
     cfg_c = write_tiny_cfg(tmp_path / "ce.yaml", tiny_root, "ce", iters=1, eval_interval=1, checkpoint_interval=1)
-    Trainer(load_config(cfg_c), tmp_path / "ce").run()
-    assert export_main([str(cfg_h), str(tmp_path / "h/iter_4.pth"), str(tmp_path / "h.pth")]) == 0
-    assert export_main([str(cfg_c), str(tmp_path / "ce/iter_1.pth"), str(tmp_path / "ce.pth")]) == 0
-    exp_h, exp_c = (torch.load(tmp_path / f, weights_only=True)["segmentor"] for f in ("h.pth", "ce.pth"))
-    assert [(k, v.shape) for k, v in exp_h.items()] == [(k, v.shape) for k, v in exp_c.items()]
-    assert all(torch.equal(exp_h[k], ckpt[f"segmentor.{k}"]) for k in exp_h)
+    assert_export_equals_ce(cfg_h, tmp_path / "h/iter_4.pth", cfg_c, tmp_path)
 
 
 def test_trainer_resume_restores_prototypes_exactly(tiny_root, tmp_path):
-    import shutil
-
-    from segproto.engine import Trainer, load_checkpoint
-
-    cfg = load_config(write_tiny_cfg(tmp_path / "h.yaml", tiny_root, "hiposeg", iters=4, eval_interval=4,
-                                     checkpoint_interval=2))
-    Trainer(cfg, tmp_path / "full").run()
-    (tmp_path / "part").mkdir()
-    shutil.copy(tmp_path / "full/iter_2.pth", tmp_path / "part/iter_2.pth")
-    Trainer(cfg, tmp_path / "part", resume=True).run()
-    want, got = (load_checkpoint(tmp_path / d / "iter_4.pth")["model"] for d in ("full", "part"))
-    assert all(torch.equal(want[k], got[k]) for k in want)
+    want = assert_resume_exact(write_tiny_cfg(tmp_path / "h.yaml", tiny_root, "hiposeg", iters=4, eval_interval=4,
+                                              checkpoint_interval=2), tmp_path)
+    assert (want["prototypes.0.protos"] != 0).any()
 
 
 def test_configs_load_and_build():

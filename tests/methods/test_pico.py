@@ -1,7 +1,6 @@
 """PiCoMethod: memories, ordering of loss and pushes, warm-up, strides, DDP, trainer and export."""
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,8 @@ from segproto.losses import pico_contrast_loss
 from segproto.methods import build_method
 from segproto.methods.pico import ClassMemory, PiCoMethod
 from segproto.models import build_segmentor
+
+from .conftest import assert_export_equals_ce, assert_resume_exact, ddp_steps, run_ddp
 
 TINY = {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16}
 K = 5
@@ -236,49 +237,24 @@ def test_same_seed_and_iteration_sample_the_same():
 
 # --- DDP ------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ddp_body(rank: int) -> dict:
+    m = make_method(seed=0, memory_size=512, region_memory_size=128, warmup_iters=1)
+    pushed = torch.zeros(K, dtype=torch.long)
+    real = m.memory_rows
 
+    def spy(keys, labels, gen):
+        rows = real(keys, labels, gen)
+        pushed.add_(torch.bincount(rows[1], minlength=K))
+        return rows
 
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        m = make_method(seed=0, memory_size=512, region_memory_size=128, warmup_iters=1)
-        model = DDP(m)
-        opt = torch.optim.SGD(m.parameters(), lr=0.01)
-        pushed = torch.zeros(K, dtype=torch.long)
-        real = m.memory_rows
-
-        def spy(keys, labels, gen):
-            rows = real(keys, labels, gen)
-            pushed.add_(torch.bincount(rows[1], minlength=K))
-            return rows
-
-        m.memory_rows = spy
-        for it in (1, 2, 3):
-            img, gt = batch(100 * it + rank)  # different data on each rank
-            out = model(img, gt, it)
-            opt.zero_grad()
-            sum(v for k, v in out.items() if k.startswith("loss")).backward()
-            opt.step()
-        torch.save({"buffers": {n: b for n, b in m.named_buffers() if "memory" in n}, "local_pushed": pushed},
-                   Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    m.memory_rows = spy
+    ddp_steps(m, batch, rank)
+    return {"buffers": {n: b for n, b in m.named_buffers() if "memory" in n}, "local_pushed": pushed}
 
 
 @pytest.mark.slow
 def test_ddp_ranks_end_with_identical_memories(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = run_ddp(_ddp_body, tmp_path)
     for name, buf in r0["buffers"].items():
         assert torch.equal(buf, r1["buffers"][name]), name
     # every rank pushed both ranks' rows (the public code kept rank 0's only)
@@ -288,15 +264,6 @@ def test_ddp_ranks_end_with_identical_memories(tmp_path):
 
 
 # --- trainer and export ---------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    from segproto.data import generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic_tiny_pico")
-    generate_synthetic(root, num_train=16, num_val=6, num_test=6, image_size=32, seed=0)
-    return root
-
 
 def write_tiny_cfg(path: Path, root: Path, method: str, **train) -> Path:
     from tests.engine.conftest import tiny_cfg_dict
@@ -311,7 +278,6 @@ def write_tiny_cfg(path: Path, root: Path, method: str, **train) -> Path:
 
 def test_trainer_runs_pico_and_export_equals_ce(tiny_root, tmp_path):
     from segproto.engine import Trainer, load_checkpoint
-    from segproto.export import main as export_main
 
     cfg_p = write_tiny_cfg(tmp_path / "pico.yaml", tiny_root, "pico", iters=4, eval_interval=4,
                            checkpoint_interval=2, log_interval=1)
@@ -320,31 +286,15 @@ def test_trainer_runs_pico_and_export_equals_ce(tiny_root, tmp_path):
     train = [r for r in recs if r["mode"] == "train"]
     assert [r["loss_contrast"] for r in train][0] == 0.0 and train[-1]["loss_contrast"] > 0
     assert all({"loss_ce", "queue_fill", "queue_fill_min", "hard_frac"} <= set(r) for r in train)
-    ckpt = load_checkpoint(tmp_path / "pico/iter_4.pth")["model"]
-    assert ckpt["pixel_memory.count"].sum() > 0
-
+    assert load_checkpoint(tmp_path / "pico/iter_4.pth")["model"]["pixel_memory.count"].sum() > 0
     cfg_c = write_tiny_cfg(tmp_path / "ce.yaml", tiny_root, "ce", iters=1, eval_interval=1, checkpoint_interval=1)
-    Trainer(load_config(cfg_c), tmp_path / "ce").run()
-    assert export_main([str(cfg_p), str(tmp_path / "pico/iter_4.pth"), str(tmp_path / "pico.pth")]) == 0
-    assert export_main([str(cfg_c), str(tmp_path / "ce/iter_1.pth"), str(tmp_path / "ce.pth")]) == 0
-    exp_p, exp_c = (torch.load(tmp_path / f, weights_only=True)["segmentor"] for f in ("pico.pth", "ce.pth"))
-    assert [(k, v.shape) for k, v in exp_p.items()] == [(k, v.shape) for k, v in exp_c.items()]
-    assert all(torch.equal(exp_p[k], ckpt[f"segmentor.{k}"]) for k in exp_p)
+    assert_export_equals_ce(cfg_p, tmp_path / "pico/iter_4.pth", cfg_c, tmp_path)
 
 
 def test_trainer_resume_restores_memories_exactly(tiny_root, tmp_path):
-    import shutil
-
-    from segproto.engine import Trainer, load_checkpoint
-
-    cfg = load_config(write_tiny_cfg(tmp_path / "pico.yaml", tiny_root, "pico", iters=4, eval_interval=4,
-                                     checkpoint_interval=2))
-    Trainer(cfg, tmp_path / "full").run()
-    (tmp_path / "part").mkdir()
-    shutil.copy(tmp_path / "full/iter_2.pth", tmp_path / "part/iter_2.pth")
-    Trainer(cfg, tmp_path / "part", resume=True).run()
-    want, got = (load_checkpoint(tmp_path / d / "iter_4.pth")["model"] for d in ("full", "part"))
-    assert all(torch.equal(want[k], got[k]) for k in want)
+    want = assert_resume_exact(write_tiny_cfg(tmp_path / "pico.yaml", tiny_root, "pico", iters=4, eval_interval=4,
+                                              checkpoint_interval=2), tmp_path)
+    assert want["pixel_memory.count"].sum() > 0
 
 
 def test_configs_load_and_build():

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
 
 from segproto.config import load_config
@@ -14,6 +13,8 @@ from segproto.config.schema import SemiConfig
 from segproto.data.batch_aug import class_mix, photometric
 from segproto.methods.semi import EMATeacher, MeanTeacherMethod, pseudo_label_loss
 from segproto.models import build_segmentor
+
+from .conftest import assert_export_equals_ce, assert_resume_exact
 
 TINY = {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16}
 K = 5
@@ -136,15 +137,6 @@ def test_mean_teacher_step_trains_the_student_only_and_updates_the_teacher():
 
 # --- trainer ----------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory) -> Path:
-    from segproto.data import generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic_tiny_semi")
-    generate_synthetic(root, num_train=16, num_val=6, num_test=6, image_size=32, seed=0)
-    return root
-
-
 def write_cfg(path: Path, root: Path, method: str = "mean_teacher", unlabeled="train_unlabeled_1-2", **train) -> Path:
     from tests.engine.conftest import tiny_cfg_dict
 
@@ -157,26 +149,15 @@ def write_cfg(path: Path, root: Path, method: str = "mean_teacher", unlabeled="t
 
 
 def test_trainer_semi_streams_resume_exactly_and_export_the_teacher(tiny_root, tmp_path):
-    import shutil
-
-    from segproto.engine import Trainer, load_checkpoint
-    from segproto.export import main as export_main
-
     cfg_path = write_cfg(tmp_path / "mt.yaml", tiny_root, iters=4, eval_interval=4, checkpoint_interval=2,
                          log_interval=1)
-    cfg = load_config(cfg_path)
-    Trainer(cfg, tmp_path / "full").run()
+    want = assert_resume_exact(cfg_path, tmp_path)
     recs = [json.loads(ln) for ln in (tmp_path / "full/scalars.jsonl").read_text().splitlines()]
     assert all(r["loss_unsup"] > 0 for r in recs if r["mode"] == "train")
-    (tmp_path / "part").mkdir()
-    shutil.copy(tmp_path / "full/iter_2.pth", tmp_path / "part/iter_2.pth")
-    Trainer(cfg, tmp_path / "part", resume=True).run()
-    want, got = (load_checkpoint(tmp_path / d / "iter_4.pth")["model"] for d in ("full", "part"))
-    assert all(torch.equal(want[k], got[k]) for k in want)
     assert int(want["teacher.step"]) == 4
-    assert export_main([str(cfg_path), str(tmp_path / "full/iter_4.pth"), str(tmp_path / "mt.pth")]) == 0
-    exported = torch.load(tmp_path / "mt.pth", weights_only=True)["segmentor"]
-    assert all(torch.equal(v, want[f"teacher.model.{k}"]) for k, v in exported.items())
+    ce = write_cfg(tmp_path / "ce.yaml", tiny_root, method="ce", unlabeled=None, iters=1, eval_interval=1,
+                   checkpoint_interval=1)
+    assert_export_equals_ce(cfg_path, tmp_path / "full/iter_4.pth", ce, tmp_path, deployed_prefix="teacher.model.")
 
 
 def test_streams_must_match_the_method(tiny_root, tmp_path):
@@ -279,19 +260,8 @@ def test_prcl_contrast_targets_mask_unconfident_pseudo_labels():
 
 
 def test_trainer_prcl_resumes_exactly(tiny_root, tmp_path):
-    import shutil
-
-    from segproto.engine import Trainer, load_checkpoint
-
     path = write_cfg(tmp_path / "p.yaml", tiny_root, method="prcl", iters=4, eval_interval=4, checkpoint_interval=2)
     raw = yaml.safe_load(path.read_text())
     raw["loss"] = {"prcl": {"proj_dim": 8, "num_anchors": 4, "num_negatives": 6}}
     path.write_text(yaml.safe_dump(raw))
-    cfg = load_config(path)
-    Trainer(cfg, tmp_path / "full").run()
-    (tmp_path / "part").mkdir()
-    shutil.copy(tmp_path / "full/iter_2.pth", tmp_path / "part/iter_2.pth")
-    Trainer(cfg, tmp_path / "part", resume=True).run()
-    want, got = (load_checkpoint(tmp_path / d / "iter_4.pth")["model"] for d in ("full", "part"))
-    assert all(torch.equal(want[k], got[k]) for k in want)
-    assert (want["gdp_prec"] > 0).any()
+    assert (assert_resume_exact(path, tmp_path)["gdp_prec"] > 0).any()
