@@ -97,3 +97,14 @@ def ddp_steps(method, batch_fn, rank: int, iters=(1, 2, 3)) -> None:
         opt.zero_grad()
         sum(v for k, v in out.items() if k.startswith("loss")).backward()
         opt.step()
+
+
+def block_batch(seed: int, num_classes: int, b: int = 2, ignore_corner: bool = True):
+    """``b`` 3x32x32 images and labels in 8x8 blocks (exact at stride 8); the top-left block of
+    each image is ``ignore_index`` when ``ignore_corner``."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, num_classes, (b, 4, 4), generator=g)
+    if ignore_corner:
+        blocks[:, 0, 0] = 255
+    gt = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    return torch.randn(b, 3, 32, 32, generator=g), gt

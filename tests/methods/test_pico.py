@@ -15,7 +15,7 @@ from segproto.methods import build_method
 from segproto.methods.pico import ClassMemory, PiCoMethod
 from segproto.models import build_segmentor
 
-from .conftest import assert_export_equals_ce, assert_resume_exact, ddp_steps, run_ddp
+from .conftest import assert_export_equals_ce, assert_resume_exact, block_batch, ddp_steps, run_ddp
 
 TINY = {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16}
 K = 5
@@ -30,12 +30,7 @@ def make_method(seed=0, **contrast) -> PiCoMethod:
 
 
 def batch(seed=0, b=2):
-    """2x3x32x32 images; labels in 8x8 blocks (exact at stride 8), some ignored."""
-    g = torch.Generator().manual_seed(seed)
-    blocks = torch.randint(0, K, (b, 4, 4), generator=g)
-    blocks[:, 0, 0] = 255
-    gt = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
-    return torch.randn(b, 3, 32, 32, generator=g), gt
+    return block_batch(seed, K, b)
 
 
 def naive_ring(rows, labels, k, m, d):

@@ -14,7 +14,7 @@ from segproto.data.batch_aug import class_mix, photometric
 from segproto.methods.semi import EMATeacher, MeanTeacherMethod, pseudo_label_loss
 from segproto.models import build_segmentor
 
-from .conftest import assert_export_equals_ce, assert_resume_exact
+from .conftest import assert_export_equals_ce, assert_resume_exact, block_batch
 
 TINY = {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16}
 K = 5
@@ -108,10 +108,7 @@ def make_method(**semi) -> MeanTeacherMethod:
 
 
 def batch(seed=0, b=2):
-    g = torch.Generator().manual_seed(seed)
-    blocks = torch.randint(0, K, (b, 4, 4), generator=g)
-    gt = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)
-    return torch.randn(b, 3, 32, 32, generator=g), gt
+    return block_batch(seed, K, b, ignore_corner=False)
 
 
 def test_mean_teacher_step_trains_the_student_only_and_updates_the_teacher():
