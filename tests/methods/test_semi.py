@@ -175,6 +175,10 @@ def test_semi_configs_load():
     prcl = load_config(repo / "configs/prcl/quickstart.yaml")
     assert prcl.method.name == "prcl" and prcl.data.unlabeled_split == "train_unlabeled_1-8"
     assert sup.train.iters == mt.train.iters == prcl.train.iters  # equal budget
+    for name, split in (("cityscapes_r101_1-16", "train_unlabeled_1-16"), ("voc_r101_1464", "train_unlabeled_1464")):
+        paper = load_config(repo / f"configs/prcl/{name}.yaml")
+        assert paper.method.name == "prcl" and paper.data.unlabeled_split == split
+        assert (paper.model.backbone, paper.loss.prcl.temperature, paper.optim.lr) == ("resnet101", 100.0, 3.2e-3)
 
 
 # --- PRCL ---------------------------------------------------------------------------------------------
