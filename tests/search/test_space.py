@@ -94,12 +94,13 @@ def test_values_the_schema_rejects_fail_before_a_trial(write_space):
 
 
 @pytest.mark.parametrize("space, config", [("pico", "configs/pico/quickstart.yaml"),
-                                           ("hiposeg", "configs/hiposeg/quickstart.yaml")])
+                                           ("hiposeg", "configs/hiposeg/quickstart.yaml"),
+                                           ("prcl", "configs/prcl/quickstart.yaml")])
 def test_shipped_spaces_are_valid(space, config):
     loaded = load_space(REPO / f"search/spaces/{space}.yaml")
     loaded.check_against(config_to_dict(load_config(REPO / config)))
-    section = {"pico": "loss.contrast.", "hiposeg": "loss.hiposeg."}[space]
-    assert all(k.startswith(section) for k in loaded.keys)
+    sections = {"pico": ("loss.contrast.",), "hiposeg": ("loss.hiposeg.",), "prcl": ("loss.prcl.", "semi.")}[space]
+    assert all(k.startswith(sections) for k in loaded.keys)
 
 
 def test_apply_params_sets_plain_python_values():
