@@ -5,6 +5,8 @@ real dataset, by :class:`SegDataset`; :func:`build_dataset` does both from a con
 """
 
 from .build import DATA_KEYS, SYNTHETIC_KEYS, build_dataset, build_transform
+from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_LABELS, CITYSCAPES_PALETTE,
+                         CityscapesDataset, CityscapesLabel, id_to_train_id_lut)
 from .dataset import (DatasetError, FileListDataset, SegDataset, load_folds, load_image,
                       load_label, read_split)
 from .sampler import EvalSampler, InfiniteSampler, mix_seed, sample_seed, seeded
@@ -15,6 +17,8 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransfo
 
 __all__ = [
     "DATA_KEYS", "SYNTHETIC_KEYS", "build_dataset", "build_transform",
+    "CITYSCAPES_CLASSES", "CITYSCAPES_LABELS", "CITYSCAPES_PALETTE", "CityscapesDataset",
+    "CityscapesLabel", "id_to_train_id_lut",
     "DatasetError", "FileListDataset", "SegDataset", "load_folds", "load_image",
     "load_label", "read_split",
     "EvalSampler", "InfiniteSampler", "mix_seed", "sample_seed", "seeded",

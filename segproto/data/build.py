@@ -3,7 +3,7 @@
 Keys read (all optional unless marked):
 
 =================  =========================================================================
-``dataset``        ``"synthetic"`` (default), ``"folder"`` or ``"filelist"``
+``dataset``        ``"synthetic"`` (default), ``"folder"``, ``"filelist"`` or ``"cityscapes"``
 ``root``           dataset root (required; synthetic: generated there if missing)
 ``synthetic``      generation params: ``num_train, num_val, num_test, image_size, seed,
                    num_workers, overwrite`` (see :func:`generate_synthetic`); if absent,
@@ -27,6 +27,14 @@ Keys read (all optional unless marked):
 ``mean``, ``std``  ImageNet statistics in 0..255 units
 =================  =========================================================================
 ``{split}`` and ``{subset}`` in path templates are substituted.
+
+``cityscapes`` (official layout, see :mod:`segproto.data.cityscapes`) changes the defaults:
+``img_dir`` ``"leftImg8bit/{subset}"``, ``ann_dir`` ``"gtFine/{subset}"``, ``split_file``
+null (every image of the subset; a split file that is set but missing for a plain
+``train``/``val``/``test`` split also means every image), ``img_suffix``
+``"_leftImg8bit.png"``, ``seg_map_suffix`` ``"_gtFine_labelIds.png"`` (ids mapped to the 19
+trainIds) or ``"_gtFine_labelTrainIds.png"`` (read as is); ``classes`` and ``palette``
+default to the 19 trainId classes.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMG_SUFFIX, LABEL_IDS_SUFFIX,
+                         CityscapesDataset)
 from .dataset import FileListDataset, SegDataset, _PairedDataset
 from .synthetic import generate_synthetic
 from .taxonomy import Taxonomy
@@ -135,9 +145,12 @@ def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _Pair
         classes = classes or meta["classes"]
         palette = palette or meta["palette"]
         tax_file = tax_file or "taxonomy.yaml"
+    elif kind == "cityscapes":
+        classes = classes or CITYSCAPES_CLASSES
+        palette = palette or CITYSCAPES_PALETTE
     elif kind not in ("folder", "filelist"):
         raise ValueError(f"data config: unknown dataset '{kind}' "
-                         "(expected 'synthetic', 'folder' or 'filelist')")
+                         "(expected 'synthetic', 'folder', 'filelist' or 'cityscapes')")
     taxonomy = Taxonomy.from_yaml(taxonomy_path(tax_file, root)) if tax_file else None
     if classes is None and taxonomy is not None:
         classes, palette = taxonomy.class_names(0), palette or taxonomy.palette(0)
@@ -156,6 +169,16 @@ def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _Pair
             raise KeyError("data config: 'filelist' dataset needs 'list_file'")
         list_file = root / _fmt(cfg_data["list_file"], split, subset)  # absolute stays
         ds: _PairedDataset = FileListDataset(list_file, root, **common)
+    elif kind == "cityscapes":
+        split_file = _fmt(cfg_data.get("split_file"), split, subset)
+        if (split_file is not None and split == subset and subset in ("train", "val", "test")
+                and not (root / split_file).is_file()):
+            split_file = None  # a plain subset split without its own split file: every image
+        ds = CityscapesDataset(root, _fmt(cfg_data.get("img_dir", "leftImg8bit/{subset}"), split, subset),
+                               _fmt(cfg_data.get("ann_dir", "gtFine/{subset}"), split, subset),
+                               split_file, img_suffix=cfg_data.get("img_suffix", IMG_SUFFIX),
+                               seg_map_suffix=cfg_data.get("seg_map_suffix", LABEL_IDS_SUFFIX),
+                               **common)
     else:
         split_t = cfg_data.get("split_file", _SENTINEL)
         split_file = _fmt("splits/{split}.txt" if split_t is _SENTINEL else split_t,
