@@ -77,11 +77,11 @@ class DataConfig:
     split_file: Optional[str] = None   # None: "splits/{split}.txt"
     list_file: Optional[str] = None    # "filelist" datasets only
     cat_max_ratio: Optional[float] = None
-    img_suffix: str = ".png"
-    seg_map_suffix: str = ".png"
+    img_suffix: Optional[str] = None       # None: the dataset's default (".png" for folder)
+    seg_map_suffix: Optional[str] = None   # None: the dataset's default (".png" for folder)
     classes: Optional[list[str]] = None
     palette: Optional[list[list[int]]] = None
-    reduce_zero_label: bool = False
+    reduce_zero_label: Optional[bool] = None  # None: the dataset's default (false; ADE20K true)
     taxonomy: Optional[str] = None
     level: int = 0
     train_split: str = "train"
@@ -297,6 +297,34 @@ class SemiConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """Few-shot segmentation (``method.name: hdmnet``, and the base-class stage one with
+    ``base_training``; docs/methods/hdmnet.md)."""
+
+    fold: int = 0                       # held-out fold: its classes are novel (test), the rest base (train)
+    shots: int = 1                      # K support images per episode
+    folds: Optional[str] = None         # folds file; None: <data.root>/folds.yaml; builtin:pascal5i | builtin:coco20i
+    base_training: bool = False         # stage one: plain segmentation of the base classes (novel -> ignore)
+    min_fg_pixels: int = 2048           # an image serves class c only if c covers this many pixels (PFENet: 2*32*32)
+    val_episodes: int = 1000            # seeded evaluation episodes per seed
+    eval_seeds: list[int] = field(default_factory=lambda: [0])  # python -m segproto.test averages over these
+    backbone_checkpoint: Optional[str] = None  # stage-one checkpoint: its backbone is loaded and frozen
+    distill_weight: float = 1.0         # weight of the correlation distillation (0 = CE only)
+    temperature: float = 0.1            # matching scores cos / temperature
+    prior_scale: float = 10.0           # prior masks are multiplied by this
+    dim: int = 64                       # channels of the transformer hierarchy
+    match_tile: int = 4096              # query positions per matching tile (bounds peak memory)
+
+    def check(self) -> list[Issue]:
+        return [*bound("fold", self.fold, ge=0), *bound("shots", self.shots, ge=1),
+                *bound("min_fg_pixels", self.min_fg_pixels, ge=1), *bound("val_episodes", self.val_episodes, ge=1),
+                *bound("distill_weight", self.distill_weight, ge=0), *bound("temperature", self.temperature, gt=0),
+                *bound("prior_scale", self.prior_scale, gt=0), *bound("dim", self.dim, ge=8),
+                *bound("match_tile", self.match_tile, ge=1), *nonempty("folds", self.folds),
+                *([("eval_seeds", "must not be empty")] if not self.eval_seeds else [])]
+
+
+@dataclass
 class OptimConfig:
     """Optimizer."""
 
@@ -369,6 +397,7 @@ class Config:
     method: MethodConfig = field(default_factory=MethodConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     semi: SemiConfig = field(default_factory=SemiConfig)
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -4,7 +4,8 @@ The built-in benchmark is generated once by :func:`generate_synthetic` and read,
 real dataset, by :class:`SegDataset`; :func:`build_dataset` does both from a config dict.
 """
 
-from .build import DATA_KEYS, SYNTHETIC_KEYS, build_dataset, build_transform
+from .build import (DATA_KEYS, DATASET_KINDS, SYNTHETIC_KEYS, DatasetKind, build_dataset, build_transform,
+                    register_dataset)
 from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_LABELS, CITYSCAPES_PALETTE,
                          CityscapesDataset, CityscapesLabel, id_to_train_id_lut)
 from .dataset import (DatasetError, FileListDataset, SegDataset, load_folds, load_image,
@@ -16,7 +17,8 @@ from .taxonomy import Taxonomy, TaxonomyError
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
 __all__ = [
-    "DATA_KEYS", "SYNTHETIC_KEYS", "build_dataset", "build_transform",
+    "DATA_KEYS", "DATASET_KINDS", "SYNTHETIC_KEYS", "DatasetKind", "build_dataset", "build_transform",
+    "register_dataset",
     "CITYSCAPES_CLASSES", "CITYSCAPES_LABELS", "CITYSCAPES_PALETTE", "CityscapesDataset",
     "CityscapesLabel", "id_to_train_id_lut",
     "DatasetError", "FileListDataset", "SegDataset", "load_folds", "load_image",

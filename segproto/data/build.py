@@ -3,7 +3,8 @@
 Keys read (all optional unless marked):
 
 =================  =========================================================================
-``dataset``        ``"synthetic"`` (default), ``"folder"``, ``"filelist"`` or ``"cityscapes"``
+``dataset``        a registered kind (:data:`DATASET_KINDS`, :func:`register_dataset`):
+                   ``"synthetic"`` (default), ``"folder"``, ``"filelist"``, ``"cityscapes"``, ...
 ``root``           dataset root (required; synthetic: generated there if missing)
 ``synthetic``      generation params: ``num_train, num_val, num_test, image_size, seed,
                    num_workers, overwrite`` (see :func:`generate_synthetic`); if absent,
@@ -26,7 +27,8 @@ Keys read (all optional unless marked):
 ``cat_max_ratio``  null (no retry)
 ``mean``, ``std``  ImageNet statistics in 0..255 units
 =================  =========================================================================
-``{split}`` and ``{subset}`` in path templates are substituted.
+``{split}`` and ``{subset}`` in path templates are substituted. The defaults above are those
+of the folder kinds; every kind has its own (absent keys take them).
 
 ``cityscapes`` (official layout, see :mod:`segproto.data.cityscapes`) changes the defaults:
 ``img_dir`` ``"leftImg8bit/{subset}"``, ``ann_dir`` ``"gtFine/{subset}"``, ``split_file``
@@ -41,8 +43,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMG_SUFFIX, LABEL_IDS_SUFFIX,
                          CityscapesDataset)
@@ -51,7 +54,8 @@ from .synthetic import generate_synthetic
 from .taxonomy import Taxonomy
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
-__all__ = ["build_dataset", "build_transform", "DATA_KEYS", "SYNTHETIC_KEYS"]
+__all__ = ["build_dataset", "build_transform", "register_dataset", "DatasetKind", "DATASET_KINDS",
+           "DATA_KEYS", "SYNTHETIC_KEYS"]
 
 DATA_KEYS = ("dataset", "root", "synthetic", "img_dir", "ann_dir", "split_file", "subsets",
              "list_file", "img_suffix", "seg_map_suffix", "classes", "palette", "taxonomy",
@@ -60,6 +64,7 @@ DATA_KEYS = ("dataset", "root", "synthetic", "img_dir", "ann_dir", "split_file",
 SYNTHETIC_KEYS = ("num_train", "num_val", "num_test", "image_size", "seed", "num_workers",
                   "overwrite")
 _SENTINEL = object()
+_NONE_MEANS_DEFAULT = ("img_suffix", "seg_map_suffix", "reduce_zero_label")
 
 
 BUILTIN_TAXONOMIES = Path(__file__).parent / "taxonomies"
@@ -121,36 +126,116 @@ def _synthetic_root(cfg: Mapping[str, Any], root: Path) -> dict:
     return json.loads((root / "meta.json").read_text())
 
 
+@dataclass(frozen=True)
+class DatasetKind:
+    """A named dataset layout: its default keys and how to build one split.
+
+    Attributes:
+        name: The ``dataset`` value in configs.
+        defaults: Default data keys (``img_dir``, ``ann_dir``, ``split_file``, suffixes,
+            ``reduce_zero_label``, ``classes``, ``palette``, ``taxonomy``...); config keys win.
+        factory: ``factory(root, cfg, split, subset, common) -> dataset`` with ``cfg`` the
+            merged keys and ``common`` the keyword arguments every dataset takes (classes,
+            palette, ignore_index, reduce_zero_label, transform); None: a :class:`SegDataset`
+            over ``img_dir``/``ann_dir``/``split_file``.
+        summary: One line for error messages and docs.
+    """
+
+    name: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    factory: Optional[Callable[..., _PairedDataset]] = None
+    summary: str = ""
+
+
+DATASET_KINDS: dict[str, DatasetKind] = {}
+
+
+def register_dataset(name: str, *, defaults: Optional[Mapping[str, Any]] = None,
+                     factory: Optional[Callable[..., _PairedDataset]] = None, summary: str = "") -> DatasetKind:
+    """Adds a dataset kind (``data.dataset: NAME``); a name can be registered once."""
+    if name in DATASET_KINDS:
+        raise ValueError(f"dataset kind '{name}' is already registered")
+    kind = DatasetKind(name, dict(defaults or {}), factory, summary)
+    DATASET_KINDS[name] = kind
+    return kind
+
+
+_FOLDER_DEFAULTS = {"img_dir": "img_dir/{subset}", "ann_dir": "ann_dir/{subset}", "img_suffix": ".png",
+                    "seg_map_suffix": ".png", "reduce_zero_label": False}
+
+
+def _folder_factory(root: Path, cfg: Mapping[str, Any], split: str, subset: str, common: dict) -> _PairedDataset:
+    """A :class:`SegDataset`; a missing *default* split file ``splits/{split}.txt`` means every image."""
+    split_t = cfg.get("split_file", _SENTINEL)
+    split_file = _fmt("splits/{split}.txt" if split_t is _SENTINEL else split_t, split, subset)
+    if split_t is _SENTINEL and not (root / split_file).is_file():
+        split_file = None
+    return SegDataset(root, _fmt(cfg["img_dir"], split, subset), _fmt(cfg.get("ann_dir"), split, subset),
+                      split_file, img_suffix=cfg["img_suffix"], seg_map_suffix=cfg["seg_map_suffix"], **common)
+
+
+def _filelist_factory(root: Path, cfg: Mapping[str, Any], split: str, subset: str, common: dict) -> _PairedDataset:
+    if not cfg.get("list_file"):
+        raise KeyError("data config: 'filelist' dataset needs 'list_file'")
+    return FileListDataset(root / _fmt(cfg["list_file"], split, subset), root, **common)  # absolute stays
+
+
+def _cityscapes_factory(root: Path, cfg: Mapping[str, Any], split: str, subset: str,
+                        common: dict) -> _PairedDataset:
+    split_file = _fmt(cfg.get("split_file"), split, subset)
+    if (split_file is not None and split == subset and subset in ("train", "val", "test")
+            and not (root / split_file).is_file()):
+        split_file = None  # a plain subset split without its own split file: every image
+    return CityscapesDataset(root, _fmt(cfg["img_dir"], split, subset), _fmt(cfg.get("ann_dir"), split, subset),
+                             split_file, img_suffix=cfg["img_suffix"], seg_map_suffix=cfg["seg_map_suffix"],
+                             **common)
+
+
+register_dataset("synthetic", defaults=_FOLDER_DEFAULTS, factory=_folder_factory,
+                 summary="the built-in benchmark (generated at root when missing)")
+register_dataset("folder", defaults=_FOLDER_DEFAULTS, factory=_folder_factory,
+                 summary="mmseg-style img_dir/ann_dir folders (+ optional split files)")
+register_dataset("filelist", defaults=_FOLDER_DEFAULTS, factory=_filelist_factory,
+                 summary="'image label' pairs listed in list_file")
+register_dataset("cityscapes", factory=_cityscapes_factory, summary="Cityscapes, official layout",
+                 defaults={"img_dir": "leftImg8bit/{subset}", "ann_dir": "gtFine/{subset}", "split_file": None,
+                           "img_suffix": IMG_SUFFIX, "seg_map_suffix": LABEL_IDS_SUFFIX, "reduce_zero_label": False,
+                           "classes": CITYSCAPES_CLASSES, "palette": CITYSCAPES_PALETTE})
+
+
 def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _PairedDataset:
     """Builds the dataset of one split from the data config section.
 
     Args:
-        cfg_data: Plain dict with the keys in this module's docstring.
+        cfg_data: Plain dict with the keys in this module's docstring; keys that are absent
+            (or None for ``img_suffix``, ``seg_map_suffix``, ``reduce_zero_label``) take the
+            defaults of the dataset kind (:data:`DATASET_KINDS`).
         split: Split name, e.g. ``"train"``, ``"val"``, ``"train_labeled_1-8"``.
         train: Use the seeded training transform (else normalisation only).
 
     Returns:
-        A :class:`SegDataset` (or :class:`FileListDataset`) with ``.taxonomy`` set when
-        the dataset has one.
+        The dataset of the kind's factory (e.g. a :class:`SegDataset`) with ``.taxonomy`` set
+        when the dataset has one.
     """
-    kind = cfg_data.get("dataset", "synthetic")
+    name = cfg_data.get("dataset", "synthetic")
+    if name not in DATASET_KINDS:
+        hint = difflib.get_close_matches(str(name), list(DATASET_KINDS), 1)
+        raise ValueError(f"data config: unknown dataset '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + f"; expected one of {sorted(DATASET_KINDS)}")
+    kind = DATASET_KINDS[name]
     if cfg_data.get("root") is None:
         raise KeyError("data config: 'root' is required")
-    root = Path(cfg_data["root"]).expanduser().absolute()
-    subset = _subset(cfg_data, split)
-    classes, palette = cfg_data.get("classes"), cfg_data.get("palette")
-    tax_file = cfg_data.get("taxonomy")
-    if kind == "synthetic":
+    cfg = {**kind.defaults, **{k: v for k, v in cfg_data.items()
+                               if not (v is None and k in _NONE_MEANS_DEFAULT)}}
+    root = Path(cfg["root"]).expanduser().absolute()
+    subset = _subset(cfg, split)
+    classes, palette = cfg.get("classes"), cfg.get("palette")
+    tax_file = cfg.get("taxonomy")
+    if name == "synthetic":
         meta = _synthetic_root(cfg_data, root)
         classes = classes or meta["classes"]
         palette = palette or meta["palette"]
         tax_file = tax_file or "taxonomy.yaml"
-    elif kind == "cityscapes":
-        classes = classes or CITYSCAPES_CLASSES
-        palette = palette or CITYSCAPES_PALETTE
-    elif kind not in ("folder", "filelist"):
-        raise ValueError(f"data config: unknown dataset '{kind}' "
-                         "(expected 'synthetic', 'folder', 'filelist' or 'cityscapes')")
     taxonomy = Taxonomy.from_yaml(taxonomy_path(tax_file, root)) if tax_file else None
     if classes is None and taxonomy is not None:
         classes, palette = taxonomy.class_names(0), palette or taxonomy.palette(0)
@@ -159,36 +244,10 @@ def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _Pair
                          f"level of taxonomy {taxonomy.source} ({taxonomy.num_classes(0)}: "
                          f"{taxonomy.class_names(0)[:5]}...); they must list the same names in the same order")
     if not classes:
-        raise KeyError(f"data config: '{kind}' dataset needs 'classes' (or 'taxonomy')")
-    common = dict(classes=classes, palette=palette,
-                  ignore_index=cfg_data.get("ignore_index", 255),
-                  reduce_zero_label=cfg_data.get("reduce_zero_label", False),
-                  transform=build_transform(cfg_data, train))
-    if kind == "filelist":
-        if not cfg_data.get("list_file"):
-            raise KeyError("data config: 'filelist' dataset needs 'list_file'")
-        list_file = root / _fmt(cfg_data["list_file"], split, subset)  # absolute stays
-        ds: _PairedDataset = FileListDataset(list_file, root, **common)
-    elif kind == "cityscapes":
-        split_file = _fmt(cfg_data.get("split_file"), split, subset)
-        if (split_file is not None and split == subset and subset in ("train", "val", "test")
-                and not (root / split_file).is_file()):
-            split_file = None  # a plain subset split without its own split file: every image
-        ds = CityscapesDataset(root, _fmt(cfg_data.get("img_dir", "leftImg8bit/{subset}"), split, subset),
-                               _fmt(cfg_data.get("ann_dir", "gtFine/{subset}"), split, subset),
-                               split_file, img_suffix=cfg_data.get("img_suffix", IMG_SUFFIX),
-                               seg_map_suffix=cfg_data.get("seg_map_suffix", LABEL_IDS_SUFFIX),
-                               **common)
-    else:
-        split_t = cfg_data.get("split_file", _SENTINEL)
-        split_file = _fmt("splits/{split}.txt" if split_t is _SENTINEL else split_t,
-                          split, subset)
-        if (kind == "folder" and split_t is _SENTINEL
-                and not (root / split_file).is_file()):
-            split_file = None
-        ds = SegDataset(root, _fmt(cfg_data.get("img_dir", "img_dir/{subset}"), split, subset),
-                        _fmt(cfg_data.get("ann_dir", "ann_dir/{subset}"), split, subset),
-                        split_file, img_suffix=cfg_data.get("img_suffix", ".png"),
-                        seg_map_suffix=cfg_data.get("seg_map_suffix", ".png"), **common)
+        raise KeyError(f"data config: '{name}' dataset needs 'classes' (or 'taxonomy')")
+    common = dict(classes=classes, palette=palette, ignore_index=cfg.get("ignore_index", 255),
+                  reduce_zero_label=bool(cfg.get("reduce_zero_label", False)),
+                  transform=build_transform(cfg, train))
+    ds = (kind.factory or _folder_factory)(root, cfg, split, subset, common)
     ds.taxonomy = taxonomy
     return ds
