@@ -255,3 +255,101 @@ def format_table(metrics: Mapping[str, Any], class_names: Optional[Sequence[str]
               for n, i, a in zip(names, metrics["IoU"], metrics["Acc"])]
     lines.append("  ".join(f"{k}: {_fmt(metrics[k])}" for k in ("aAcc", "mIoU", "mAcc")))
     return "\n".join(lines)
+
+
+class FewShotEvaluator:
+    """Few-shot segmentation metrics, the PFENet/HDMNet protocol.
+
+    Per episode, with ignore pixels (``gt == ignore_index``) excluded from both prediction and
+    ground truth: the foreground (label 1) intersection and union are added to the episode's
+    class; foreground and background (label 0) intersection and union are also added to two
+    totals over all episodes.
+
+    * ``mIoU`` = mean over the fold's classes of ``I_c / U_c`` (accumulated per class), x100.
+      Classes that occurred in no episode (or only with an empty union) have NaN IoU and are
+      excluded from the mean; NaN when no class qualifies.
+    * ``FB-IoU`` = mean of the foreground and background IoU of the totals, x100 (an empty
+      union, e.g. no background anywhere, drops that term; NaN before any episode).
+
+    Example::
+
+        ev = FewShotEvaluator(novel_classes)
+        for batch in loader:
+            ev.update(model(batch).argmax(1), batch["gt"], batch["cls"])
+        ev.all_reduce()
+        print(ev.compute()["mIoU"])
+    """
+
+    def __init__(self, class_ids: Sequence[int], ignore_index: int = 255,
+                 device: Union[str, torch.device] = "cpu"):
+        self.class_ids = [int(c) for c in class_ids]
+        if not self.class_ids or len(set(self.class_ids)) != len(self.class_ids):
+            raise ValueError(f"class_ids must be non-empty and distinct, got {self.class_ids}")
+        self._pos = {c: i for i, c in enumerate(self.class_ids)}
+        self.ignore_index = ignore_index
+        self.device = torch.device(device)
+        # rows: class fg intersection, class fg union, class episodes; then [fg I, bg I, fg U,
+        # bg U, episodes] in the last row's first five slots (one tensor -> one all_reduce)
+        self.counts = torch.zeros(4, max(len(self.class_ids), 5), dtype=torch.int64,
+                                  device=self.device)
+
+    def reset(self) -> None:
+        """Zero the accumulated counts."""
+        self.counts.zero_()
+
+    @torch.no_grad()
+    def update(self, pred: torch.Tensor, gt: torch.Tensor, cls: ArrayLike) -> None:
+        """Add a batch of episodes.
+
+        Args:
+            pred: ``[B, H, W]`` predictions in {0, 1}, or ``[B, 2, H, W]`` scores (argmax).
+            gt: ``[B, H, W]`` query masks in {0, 1, ignore_index}.
+            cls: ``[B]`` class id of each episode (one of ``class_ids``).
+        """
+        if pred.ndim == gt.ndim + 1:
+            pred = pred.argmax(dim=1)
+        pred, gt = _as_long(pred), _as_long(gt).to(pred.device)
+        cls = _as_long(cls).reshape(-1).tolist()
+        if pred.shape != gt.shape or pred.ndim != 3 or len(cls) != pred.shape[0]:
+            raise ValueError(f"expected pred and gt [B, H, W] and cls [B]; got "
+                             f"{tuple(pred.shape)}, {tuple(gt.shape)}, {len(cls)} classes")
+        if bool(((pred != 0) & (pred != 1)).any()):
+            raise ValueError(f"prediction values must be 0 or 1, got {pred.unique().tolist()}")
+        valid = gt != self.ignore_index
+        if bool((valid & (gt != 0) & (gt != 1)).any()):
+            raise ValueError(f"ground-truth values must be 0, 1 or ignore_index="
+                             f"{self.ignore_index}, got {gt.unique().tolist()}")
+        unknown = [c for c in cls if c not in self._pos]
+        if unknown:
+            raise ValueError(f"episode classes {sorted(set(unknown))} are not among class_ids "
+                             f"{self.class_ids}")
+        p1, g1 = (pred == 1) & valid, (gt == 1) & valid
+        p0, g0 = (pred == 0) & valid, (gt == 0) & valid
+        fg_i, fg_u = (p1 & g1).sum((1, 2)), (p1 | g1).sum((1, 2))
+        bg_i, bg_u = (p0 & g0).sum((1, 2)), (p0 | g0).sum((1, 2))
+        idx = torch.tensor([self._pos[c] for c in cls], device=self.device)
+        c = self.counts
+        c[0].index_add_(0, idx, fg_i.to(self.device))
+        c[1].index_add_(0, idx, fg_u.to(self.device))
+        c[2].index_add_(0, idx, torch.ones_like(idx))
+        totals = torch.stack([fg_i.sum(), bg_i.sum(), fg_u.sum(), bg_u.sum(),
+                              torch.tensor(len(cls), device=fg_i.device)])
+        c[3, :5] += totals.to(self.device)
+
+    def all_reduce(self) -> None:
+        """Sum the counts over all ranks (call once per evaluation, on every rank)."""
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> dict[str, Any]:
+        """``{"mIoU", "FB-IoU"}`` in percent, ``"class_IoU"`` ``{class id: IoU %}`` (NaN for
+        classes without episodes) and ``"episodes"`` (count)."""
+        c = self.counts.detach().cpu().double().numpy()
+        k = len(self.class_ids)
+        iou = _ratio(c[0, :k], np.where(c[2, :k] > 0, c[1, :k], 0)) * 100
+        fg = _ratio(c[3, 0:1], c[3, 2:3])[0]
+        bg = _ratio(c[3, 1:2], c[3, 3:4])[0]
+        return {"mIoU": _nanmean(iou),
+                "FB-IoU": _nanmean(np.array([fg, bg]) * 100),
+                "class_IoU": {cid: float(v) for cid, v in zip(self.class_ids, iou)},
+                "episodes": int(c[3, 4])}

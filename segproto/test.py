@@ -29,7 +29,10 @@ def main(argv=None) -> int:
     from segproto.evaluation import format_table
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dataset, k, names, palette, method = trained_or_exit(cfg, a.checkpoint, a.split or cfg.data.test_split, device)
+    split = a.split or cfg.data.test_split
+    dataset, k, names, palette, method = trained_or_exit(cfg, a.checkpoint, split, device)
+    if getattr(dataset, "episodic", False):
+        return _test_fewshot(cfg, dataset, method, device, a.out)
     metrics = evaluate(method, eval_loader(dataset, cfg), k, names, device, cfg.data.ignore_index,
                        dataset.taxonomy, cfg.data.level, target_fn=level_target_fn(dataset.taxonomy, cfg.data.level))
     print(format_table(metrics, names))
@@ -42,6 +45,35 @@ def main(argv=None) -> int:
         from segproto.infer import save_overlays
 
         save_overlays(method, dataset, a.show_dir, palette, device)
+    return 0
+
+
+def _test_fewshot(cfg, dataset, method, device, out) -> int:
+    """Few-shot configs: ``fewshot.val_episodes`` seeded episodes for each of ``fewshot.eval_seeds``,
+    metrics per seed and their mean and sample std."""
+    import statistics
+
+    from segproto.engine.builder import eval_loader
+    from segproto.engine.fewshot import evaluate_fewshot, format_fewshot
+    from segproto.engine.trainer import json_clean
+
+    runs = {}
+    for i, seed in enumerate(cfg.fewshot.eval_seeds):
+        ds = dataset if i == 0 else dataset.with_seed(seed)
+        runs[seed] = evaluate_fewshot(method, eval_loader(ds, cfg), ds.class_ids, ds.class_names, device)
+        print(f"seed {seed}:\n{format_fewshot(runs[seed])}")
+    summary = {}
+    for key in ("mIoU", "FB-IoU"):
+        vals = [r[key] for r in runs.values()]
+        summary[key] = statistics.fmean(vals)
+        summary[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    print(f"{cfg.fewshot.shots}-shot, fold {cfg.fewshot.fold}, {len(runs)} seed(s) x {cfg.fewshot.val_episodes} "
+          f"episodes: mIoU {summary['mIoU']:.2f} +- {summary['mIoU_std']:.2f}  "
+          f"FB-IoU {summary['FB-IoU']:.2f} +- {summary['FB-IoU_std']:.2f}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(json_clean({**summary, "fold": cfg.fewshot.fold, "shots": cfg.fewshot.shots,
+                                                    "seeds": {str(s): r for s, r in runs.items()}}), indent=2))
     return 0
 
 

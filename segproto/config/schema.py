@@ -313,7 +313,7 @@ class FewShotConfig:
     temperature: float = 0.1            # matching scores cos / temperature
     prior_scale: float = 10.0           # prior masks are multiplied by this
     dim: int = 64                       # channels of the transformer hierarchy
-    match_tile: int = 4096              # query positions per matching tile (bounds peak memory)
+    match_tile: int = 1024              # query positions per matching tile (bounds peak memory)
 
     def check(self) -> list[Issue]:
         return [*bound("fold", self.fold, ge=0), *bound("shots", self.shots, ge=1),

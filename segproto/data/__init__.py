@@ -8,8 +8,12 @@ from .build import (DATA_KEYS, DATASET_KINDS, SYNTHETIC_KEYS, DatasetKind, build
                     register_dataset)
 from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_LABELS, CITYSCAPES_PALETTE,
                          CityscapesDataset, CityscapesLabel, id_to_train_id_lut)
+from . import datasets_std  # noqa: F401  (registers the standard benchmark kinds)
+from . import mapillary, pascal_part  # noqa: F401  (register mapillary_v2, pascal_part108)
 from .dataset import (DatasetError, FileListDataset, SegDataset, load_folds, load_image,
                       load_label, read_split)
+from .fewshot import (BaseClassDataset, EpisodeDataset, class_pixel_counts, fold_classes,
+                      resolve_folds)
 from .sampler import EvalSampler, InfiniteSampler, mix_seed, sample_seed, seeded
 from .synth_classes import build_taxonomy as synthetic_taxonomy
 from .synthetic import generate_synthetic, render_sample
@@ -23,6 +27,7 @@ __all__ = [
     "CityscapesLabel", "id_to_train_id_lut",
     "DatasetError", "FileListDataset", "SegDataset", "load_folds", "load_image",
     "load_label", "read_split",
+    "BaseClassDataset", "EpisodeDataset", "class_pixel_counts", "fold_classes", "resolve_folds",
     "EvalSampler", "InfiniteSampler", "mix_seed", "sample_seed", "seeded",
     "synthetic_taxonomy", "generate_synthetic", "render_sample",
     "Taxonomy", "TaxonomyError",

@@ -21,7 +21,12 @@ def data_dict(cfg: Any) -> dict:
 
 
 def build_split(cfg: Any, split: str, train: bool):
-    return build_dataset(data_dict(cfg), split, train)
+    """The split's dataset; its few-shot view (:mod:`segproto.engine.fewshot`) when the config
+    trains an episodic method or the base-class stage one."""
+    dataset = build_dataset(data_dict(cfg), split, train)
+    from .fewshot import uses_fewshot, wrap_fewshot
+
+    return wrap_fewshot(cfg, dataset, train) if uses_fewshot(cfg) else dataset
 
 
 def train_loader(dataset, cfg: Any, rank: int, world: int, start_draw: int, stream: int = 0) -> DataLoader:
@@ -57,7 +62,10 @@ def level_target_fn(taxonomy, level: int) -> Optional[Any]:
 
 
 def label_space(dataset, level: int) -> tuple[int, list[str], Optional[list]]:
-    """(num_classes, class names, palette) at the training level."""
+    """(num_classes, class names, palette) at the training level; an episodic dataset predicts
+    background / foreground."""
+    if getattr(dataset, "episodic", False):
+        return 2, ["background", "foreground"], [[0, 0, 0], [255, 255, 255]]
     tax = dataset.taxonomy
     if level == 0:
         return dataset.num_classes, dataset.classes, dataset.palette

@@ -23,7 +23,8 @@ def load_trained(cfg: Any, ckpt: str | Path, num_classes: int, taxonomy=None, de
     method = build_method(cfg, num_classes, taxonomy)
     state = read_state(ckpt)
     if isinstance(state, dict) and "segmentor" in state:  # an exported model
-        method.segmentor.load_state_dict(state["segmentor"])
+        target = method.segmentor if hasattr(method, "segmentor") else method.deployable()
+        target.load_state_dict(state["segmentor"])
     elif isinstance(state, dict) and "model" in state:  # a training checkpoint
         method.load_state_dict(state["model"])
     else:

@@ -23,6 +23,7 @@ from . import dist as sdist
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
 from .checkpoint import find_last_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
+from .fewshot import evaluate_fewshot, format_fewshot
 from .logger import ScalarWriter, echo, log_line, memory_mb, save_plots
 from .optim import build_optimizer, build_scheduler
 from .state import gather_rng_states, seed_everything, set_rng_state
@@ -136,6 +137,9 @@ class Trainer:
     def _evaluate(self) -> dict:
         sdist.broadcast_buffers(self.method)
         loader = eval_loader(self.val_set, self.cfg, self.rank, self.world)
+        if getattr(self.val_set, "episodic", False):
+            return evaluate_fewshot(self.method, loader, self.val_set.class_ids, self.val_set.class_names,
+                                    self.device, self.amp_dtype)
         return evaluate(self.method, loader, self.num_classes, self.class_names, self.device,
                         self.cfg.data.ignore_index, self.taxonomy, self.cfg.data.level, self.amp_dtype,
                         self.target_fn)
@@ -146,6 +150,9 @@ class Trainer:
         if self.target_fn is not None:
             gt = self.target_fn(gt)
         extra = {} if unlabeled is None else {"unlabeled": unlabeled["img"].to(self.device, non_blocking=True)}
+        for key in EPISODE_KEYS:  # few-shot episodes: the support set
+            if key in batch:
+                extra[key] = batch[key].to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             out = self.model(img, gt, it, **extra)
         terms = {k: v for k, v in out.items() if k.startswith("loss")}
@@ -215,11 +222,9 @@ class Trainer:
                 if is_best:
                     self.best = {"mIoU": metrics["mIoU"], "iter": it}
                 if self.main:
-                    levels = {f"mIoU_{k}": v["mIoU"] for k, v in metrics.get("levels", {}).items()}
-                    writer.write({"mode": "val", "iter": it, "aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"],
-                                  "mAcc": metrics["mAcc"], **levels})
-                    echo(f"eval iter {it}: aAcc {metrics['aAcc']:.2f}  mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}"
-                         + "".join(f"  {k} {v:.2f}" for k, v in levels.items()))
+                    scalars = eval_scalars(metrics)
+                    writer.write({"mode": "val", "iter": it, **scalars})
+                    echo(f"eval iter {it}: " + "  ".join(f"{k} {v:.2f}" for k, v in scalars.items()))
             else:
                 is_best = False
             saved = None
@@ -242,11 +247,23 @@ class Trainer:
         writer.close()
         out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, "train_seconds": seconds}
         (self.work_dir / "metrics.json").write_text(json.dumps(json_clean(out), indent=2))
-        echo(format_table(metrics, self.class_names))
+        echo(format_fewshot(metrics) if "FB-IoU" in metrics else format_table(metrics, self.class_names))
         for name, lv in metrics.get("levels", {}).items():
             echo(f"level {name}: aAcc {lv['aAcc']:.2f}  mIoU {lv['mIoU']:.2f}  mAcc {lv['mAcc']:.2f}")
         plots = save_plots(self.work_dir, metrics)
         echo(f"work dir: {self.work_dir} (metrics.json, scalars.jsonl, {', '.join(p.name for p in plots)})")
+
+
+EPISODE_KEYS = ("support_img", "support_mask")
+
+
+def eval_scalars(metrics: dict) -> dict[str, float]:
+    """The logged scalars of an evaluation: aAcc/mIoU/mAcc and mIoU per taxonomy level, or the
+    few-shot mIoU and FB-IoU."""
+    if "FB-IoU" in metrics:
+        return {"mIoU": metrics["mIoU"], "FB-IoU": metrics["FB-IoU"]}
+    levels = {f"mIoU_{k}": v["mIoU"] for k, v in metrics.get("levels", {}).items()}
+    return {"aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], **levels}
 
 
 def _check_streams(cfg: Any, method: Any) -> None:

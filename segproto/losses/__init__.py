@@ -1,5 +1,6 @@
 """Loss functions of the methods, as pure functions (no state; memories live in the methods)."""
 
+from .hdmnet import correlation_distillation_loss
 from .hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototype_loss,
                       prototype_separation_loss)
 from .pico import (AnchorSample, Synthesized, pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors,
@@ -12,6 +13,7 @@ __all__ = [
     "AnchorSample",
     "BatchPrototypes",
     "PRCLSample",
+    "correlation_distillation_loss",
     "distribution_prototypes",
     "gdp_update",
     "mutual_likelihood_score",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .base import CEMethod, SegMethod
+from .hdmnet import HDMNetMethod
 from .hiposeg import HiPoSegMethod
 from .pico import PiCoMethod
 from .semi import MeanTeacherMethod, PRCLMethod
@@ -21,6 +22,14 @@ METHODS["pico"] = PiCoMethod.from_config
 METHODS["hiposeg"] = HiPoSegMethod.from_config
 METHODS["mean_teacher"] = MeanTeacherMethod.from_config
 METHODS["prcl"] = PRCLMethod.from_config
+METHODS["hdmnet"] = HDMNetMethod.from_config
+
+
+def is_episodic(name: str) -> bool:
+    """True for few-shot methods trained and evaluated on episodes (their class sets
+    ``episodic = True``); see :mod:`segproto.engine.fewshot`."""
+    builder = METHODS.get(name)
+    return bool(getattr(getattr(builder, "__self__", None), "episodic", False))
 
 
 def build_method(cfg: Any, num_classes: int, taxonomy=None) -> SegMethod:
@@ -35,4 +44,4 @@ def build_method(cfg: Any, num_classes: int, taxonomy=None) -> SegMethod:
     return METHODS[name](cfg, num_classes, taxonomy)
 
 
-__all__ = ["METHODS", "build_method", "SegMethod", "CEMethod"]
+__all__ = ["METHODS", "build_method", "is_episodic", "SegMethod", "CEMethod"]

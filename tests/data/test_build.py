@@ -71,8 +71,8 @@ def test_folder_and_filelist_kinds(synth_root, tmp_path):
                         "classes": classes}, "val", False)
     assert isinstance(fl, FileListDataset) and len(fl) == 1
     assert torch.equal(fl[0]["gt"], ds[3]["gt"])
-    with pytest.raises(ValueError, match="unknown dataset 'voc'"):
-        build_dataset({**cfg, "dataset": "voc"}, "val", False)
+    with pytest.raises(ValueError, match="unknown dataset 'vocc' \\(did you mean 'voc'\\?\\)"):
+        build_dataset({**cfg, "dataset": "vocc"}, "val", False)
     with pytest.raises(KeyError, match="'root'"):
         build_dataset({"dataset": "folder"}, "val", False)
 

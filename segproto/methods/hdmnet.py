@@ -1,0 +1,116 @@
+"""HDMNet few-shot method: the model, cross-entropy and the correlation distillation.
+
+Episodic (``episodic = True``): the trainer passes each query batch with its supports,
+``method(img, gt, it, support_img=..., support_mask=...)``. Training returns
+``{"loss_ce", "loss_distill", diagnostics}`` (methods.md section 4: loss = CE(final) + L_distill,
+the distillation weighted by ``fewshot.distill_weight``); eval returns ``[B, 2, H, W]`` logits
+(background, foreground). The distillation is loss-only: :meth:`HDMNetMethod.deployable` is the
+bare :class:`~segproto.models.hdmnet.HDMNet`, at zero inference overhead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segproto.losses.hdmnet import correlation_distillation_loss
+from segproto.models.hdmnet import HDMNet
+
+__all__ = ["HDMNetMethod", "backbone_state_from_checkpoint"]
+
+_PREFIX = "segmentor.backbone."
+
+
+def backbone_state_from_checkpoint(path: str) -> dict[str, Tensor]:
+    """Backbone weights (keys relative to the backbone) of a segproto training checkpoint.
+
+    Args:
+        path: A checkpoint of a segproto run whose model holds ``segmentor.backbone.*``
+            (e.g. the stage-one CE run on the base classes).
+
+    Raises:
+        ValueError: The checkpoint has no ``segmentor.backbone.*`` keys.
+    """
+    from segproto.engine import load_checkpoint  # segproto.engine imports segproto.methods
+
+    model = load_checkpoint(path)["model"]
+    state = {k[len(_PREFIX):]: v for k, v in model.items() if k.startswith(_PREFIX)}
+    if not state:
+        raise ValueError(f"fewshot.backbone_checkpoint: {path} has no '{_PREFIX}*' weights (keys start like "
+                         f"{sorted(model)[:3]}); expected a checkpoint of a segproto CE (stage-one) run")
+    return state
+
+
+class HDMNetMethod(nn.Module):
+    """HDMNet + CE + correlation distillation. Trainable: everything but the frozen backbone.
+
+    Args:
+        model: The few-shot model.
+        distill_weight: Weight of ``L_distill`` (0: the term is left out).
+        ignore_index: Query label ignored by the CE (255). The distillation treats it as background.
+    """
+
+    episodic = True
+
+    def __init__(self, model: HDMNet, distill_weight: float = 1.0, ignore_index: int = 255) -> None:
+        super().__init__()
+        self.model = model
+        self.distill_weight = distill_weight
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def from_config(cls, cfg: Any, num_classes: int = 2, taxonomy=None) -> "HDMNetMethod":
+        """Builds from ``cfg.model`` (backbone, pretrained) and ``cfg.fewshot``.
+
+        ``num_classes`` and ``taxonomy`` are unused: the model always predicts background /
+        foreground of the episode's class. With ``fewshot.backbone_checkpoint`` set, its
+        ``segmentor.backbone.*`` weights replace the (ImageNet) initial ones; ``{fold}`` and ``{shots}``
+        in the path are substituted. The backbone
+        always runs at output stride 8 (``model.output_stride`` is not used).
+        """
+        m, f = cfg.model, cfg.fewshot
+        model = HDMNet(m.backbone, m.pretrained, m.pretrained_strict, dim=f.dim, temperature=f.temperature,
+                       prior_scale=f.prior_scale, match_tile=f.match_tile, **dict(m.backbone_kwargs))
+        if f.backbone_checkpoint:
+            path = str(f.backbone_checkpoint).format(fold=f.fold, shots=f.shots)  # e.g. .../base_fold{fold}/...
+            model.load_backbone_state(backbone_state_from_checkpoint(path), f"fewshot.backbone_checkpoint {path}")
+        return cls(model, f.distill_weight, cfg.data.ignore_index)
+
+    def forward(self, img: Tensor, gt: Optional[Tensor] = None, it: int = 0, *,
+                support_img: Optional[Tensor] = None, support_mask: Optional[Tensor] = None) -> Any:
+        """Args: img ``[B, 3, H, W]`` queries; gt ``[B, H, W]`` query mask (0/1/255, training
+        only); support_img ``[B, K, 3, H, W]``; support_mask ``[B, K, H, W]`` (1 = foreground).
+
+        Returns:
+            Training: ``loss_ce``, ``loss_distill`` (when ``distill_weight > 0``) and the scalar
+            diagnostics ``distill`` (unweighted ``L_distill``) and ``pred_fg`` (share of query
+            pixels predicted foreground). Eval: logits ``[B, 2, H, W]``.
+        """
+        if support_img is None or support_mask is None:
+            raise ValueError("hdmnet is episodic: forward needs support_img [B, K, 3, H, W] and "
+                             "support_mask [B, K, H, W]")
+        out = self.model(img, support_img, support_mask)
+        if not self.training:
+            return out["logits"]
+        if gt is None:
+            raise ValueError("training forward needs the query mask `gt` [B, H, W]")
+        if tuple(gt.shape) != (img.shape[0], *img.shape[-2:]):
+            raise ValueError(f"gt must be [B, H, W] = {(img.shape[0], *img.shape[-2:])}, got {tuple(gt.shape)}")
+        logits = out["logits"]  # [B, 2, H, W]
+        losses = {"loss_ce": F.cross_entropy(logits.float(), gt.long(), ignore_index=self.ignore_index)}
+        diag = {"pred_fg": (logits.detach().argmax(1) == 1).float().mean()}
+        if self.distill_weight > 0:
+            distill = correlation_distillation_loss(out["maps"], gt)
+            losses["loss_distill"] = self.distill_weight * distill
+            diag["distill"] = distill.detach()
+        return {**losses, **diag}
+
+    def deployable(self) -> HDMNet:
+        """The inference model: the bare HDMNet (the distillation adds nothing at inference)."""
+        return self.model
+
+    def trainable_parameters(self):
+        """Parameters the optimizer should update (the backbone is frozen)."""
+        return [p for p in self.parameters() if p.requires_grad]
