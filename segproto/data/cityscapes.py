@@ -20,8 +20,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from .dataset import (DatasetError, Transform, _PairedDataset, _resolve, load_image, load_label,
-                      read_split)
+from .dataset import DatasetError, Transform, _PairedDataset, _resolve, read_split
 
 __all__ = ["CityscapesLabel", "CITYSCAPES_LABELS", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE",
            "CITYSCAPES_CATEGORIES", "LABEL_IDS_SUFFIX", "TRAIN_IDS_SUFFIX", "IMG_SUFFIX",
@@ -218,15 +217,10 @@ class CityscapesDataset(_PairedDataset):
 
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw checked sample ``i``: ``uint8 [H, W, 3]`` and trainId labels ``[H, W]`` (or None)."""
-        img = load_image(self.img_paths[i])
-        if self.ann_paths is None:
+        img, gt = self.load_pair(i)
+        if gt is None:
             return img, None
         path = self.ann_paths[i]
-        gt = load_label(path)
-        if gt.shape != img.shape[:2]:
-            raise DatasetError(f"size mismatch: image {self.img_paths[i]} is "
-                               f"{img.shape[1]}x{img.shape[0]} but label {path} is "
-                               f"{gt.shape[1]}x{gt.shape[0]} (WxH)")
         if self.label_format == "label_ids":
             bad = (gt < 0) | (gt > MAX_LABEL_ID)
             if bad.any():

@@ -147,8 +147,8 @@ class _PairedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw checked sample ``i``: ``uint8 [H, W, 3]`` and labels ``[H, W]`` (or None)."""
+    def load_pair(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Image ``i`` and its label file as stored (no remapping), sizes checked."""
         img = load_image(self.img_paths[i])
         if self.ann_paths is None:
             return img, None
@@ -158,6 +158,14 @@ class _PairedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"size mismatch: image {self.img_paths[i]} is "
                                f"{img.shape[1]}x{img.shape[0]} but label {path} is "
                                f"{gt.shape[1]}x{gt.shape[0]} (WxH)")
+        return img, gt
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw checked sample ``i``: ``uint8 [H, W, 3]`` and labels ``[H, W]`` (or None)."""
+        img, gt = self.load_pair(i)
+        if gt is None:
+            return img, None
+        path = self.ann_paths[i]
         if self.reduce_zero_label:  # 0 -> ignore, k -> k - 1 (ADE20K convention)
             gt = gt.astype(np.int32)
             gt = np.where(gt == 0, self.ignore_index,
