@@ -47,6 +47,8 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "hiposeg_3level": (HIPO, ["data.taxonomy=taxonomy_3level.yaml"]),
         "hiposeg_light": (HIPO, ["loss.hiposeg.weight_coarse=0.1", "loss.hiposeg.weight_fine=0.1",
                                  "loss.hiposeg.weight_align=0.1"]),
+        # the best configuration of the 16-trial sweep of docs/sweeps.md (search/spaces/hiposeg.yaml)
+        "hiposeg_swept": ("work_dirs/sweep_hiposeg/best_config.yaml", ["train.eval_interval=500"]),
     },
     "prcl": {
         "ce": ("configs/quickstart.yaml", []),  # fully supervised: the ceiling

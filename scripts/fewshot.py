@@ -1,0 +1,127 @@
+"""HDMNet on the built-in dataset's folds (docs/results.md): stage one, HDMNet with and without
+the correlation distillation, each tested at 1 and 5 shots, then a table.
+
+    python scripts/fewshot.py [--folds 0 1 2 3] [--seeds 0 1 2] [--variants distill no_distill] [--jobs 2]
+
+Per fold ``f``: ``work_dirs/fewshot/base_fold<f>`` (``configs/hdmnet/base_quickstart.yaml``, trained
+once), then per variant and training seed ``s`` ``work_dirs/fewshot/<variant>_fold<f>_s<s>``
+(``configs/hdmnet/quickstart.yaml``, 1-shot training), then ``python -m segproto.test`` at
+``fewshot.shots`` 1 and 5 (the 1-shot-trained model; ``fewshot.eval_seeds`` episode seeds, 1000
+episodes each) into ``test_<k>shot.json``. Finished steps are skipped, so an interrupted run
+resumes. The table (mean ± sample std over training seeds of the per-run episode-seed means) is
+printed and written to ``work_dirs/fewshot/hdmnet.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "work_dirs" / "fewshot"
+BASE_CFG = "configs/hdmnet/base_quickstart.yaml"
+CFG = "configs/hdmnet/quickstart.yaml"
+VARIANTS = {"distill": [], "no_distill": ["fewshot.distill_weight=0"]}
+SHOTS = (1, 5)
+
+
+def _run(cmd: list[str], log: Path, threads: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def base_run(fold: int, threads: int) -> Path:
+    """Stage one of ``fold`` (skipped when its metrics.json exists)."""
+    wd = OUT / f"base_fold{fold}"
+    if not (wd / "metrics.json").is_file():
+        _run([sys.executable, "-m", "segproto.train", BASE_CFG, "--work-dir", str(wd), "--cfg-options",
+              f"fewshot.fold={fold}", "train.progress_bar=false"], wd.parent / f"base_fold{fold}.log", threads)
+        print(f"done base_fold{fold}", flush=True)
+    return wd
+
+
+def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
+    """HDMNet training of one (variant, fold, seed), then its 1- and 5-shot tests."""
+    wd = OUT / f"{variant}_fold{fold}_s{seed}"
+    common = [f"fewshot.fold={fold}", f"fewshot.backbone_checkpoint={OUT}/base_fold{{fold}}/iter_1500.pth",
+              *VARIANTS[variant]]
+    if not (wd / "metrics.json").is_file():
+        _run([sys.executable, "-m", "segproto.train", CFG, "--work-dir", str(wd), "--cfg-options", *common,
+              f"seed={seed}", "train.progress_bar=false"], wd.parent / f"{wd.name}.log", threads)
+    ckpt = wd / "iter_1000.pth"
+    for k in SHOTS:
+        out = wd / f"test_{k}shot.json"
+        if not out.is_file():
+            _run([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
+                  f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
+    r = {k: json.loads((wd / f"test_{k}shot.json").read_text()) for k in SHOTS}
+    print(f"done {wd.name}: " + "  ".join(f"{k}-shot mIoU {r[k]['mIoU']:.2f} FB-IoU {r[k]['FB-IoU']:.2f}"
+                                           for k in SHOTS), flush=True)
+    return wd
+
+
+def summarise() -> dict:
+    """{variant: {fold: {"<k>shot": {metric: {mean, std, runs}}}}} over the training seeds found."""
+    table: dict = {}
+    for variant in VARIANTS:
+        for wd in sorted(OUT.glob(f"{variant}_fold*_s*")):
+            fold = wd.name[len(variant) + 5:].split("_s")[0]
+            for k in SHOTS:
+                path = wd / f"test_{k}shot.json"
+                if not path.is_file():
+                    continue
+                res = json.loads(path.read_text())
+                cell = table.setdefault(variant, {}).setdefault(fold, {}).setdefault(f"{k}shot", {})
+                for m in ("mIoU", "FB-IoU"):
+                    cell.setdefault(m, {"runs": []})["runs"].append(res[m])
+    for folds in table.values():
+        for shots in folds.values():
+            for cell in shots.values():
+                for v in cell.values():
+                    v["mean"] = statistics.mean(v["runs"])
+                    v["std"] = statistics.stdev(v["runs"]) if len(v["runs"]) > 1 else None
+    return table
+
+
+def print_table(table: dict) -> None:
+    def fmt(v: dict) -> str:
+        return f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v["std"] is not None else "")
+
+    print("| variant | fold | seeds | 1-shot mIoU | 1-shot FB-IoU | 5-shot mIoU | 5-shot FB-IoU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, folds in table.items():
+        for fold, shots in sorted(folds.items()):
+            cells = [fmt(shots[f"{k}shot"][m]) if f"{k}shot" in shots else "" for k in SHOTS for m in ("mIoU", "FB-IoU")]
+            n = len(shots.get("1shot", {}).get("mIoU", {}).get("runs", []))
+            print(f"| {variant} | {fold} | {n} | " + " | ".join(cells) + " |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (threads per run = cores // jobs)")
+    a = p.parse_args(argv)
+    threads = max(1, (os.cpu_count() or 1) // a.jobs)
+    with ThreadPoolExecutor(a.jobs) as pool:
+        list(pool.map(lambda f: base_run(f, threads), a.folds))
+        jobs = [(v, f, s) for s in a.seeds for f in a.folds for v in a.variants]
+        list(pool.map(lambda j: hdmnet_run(*j, threads), jobs))
+    table = summarise()
+    print_table(table)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "hdmnet.json").write_text(json.dumps(table, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
