@@ -1,26 +1,35 @@
 """PiCo training-step overhead on the quickstart model and batch.
 
-    python -m benchmarks.pico_overhead [--device cpu|cuda] [--steps 10] [--memory-size M] [--quick]
+    python -m benchmarks.pico_overhead [--device cpu|cuda] [--steps 10] [--memory-size M] [--quick] [--profile]
 
 Times one full training step (forward, backward, SGD step) of (a) plain CE, (b) PiCo with memory
 using the vectorised sampler and the compiled ops, (c) PiCo with a per-image, per-class Python
 loop for anchor sampling and for the enqueue, in the style of the public code. All three are
 timed in this one run, interleaved step by step, and reported as ratios to (a); JSON goes to
 ``benchmarks/results/pico_overhead.json``. The contrast term is active (warm-up 0) in (b) and (c).
+
+``--profile`` (after the timing, which it does not change) adds where the time goes: the PiCo part
+of a step alone (projection head, targets, sampler, loss, memory push and the backward of
+``loss_contrast``, on fixed segmentor outputs and memories) per stage for (b) and (c), interleaved,
+with its top operators (``torch.profiler``, CPU, shapes).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import statistics
 import tempfile
+import time
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.common import machine, print_table, write_json
-from benchmarks.steps import quickstart_batch, time_steps_interleaved
+from benchmarks.common import machine, print_table, sync, write_json
+from benchmarks.steps import make_step, quickstart_batch, time_steps_interleaved
 from segproto import ops
 from segproto.config import load_config
 from segproto.losses import AnchorSample
@@ -94,6 +103,109 @@ class LoopPiCo(PiCoMethod):
                 ring_write(self.pixel_memory, c, F.normalize(keys[b, pick], dim=1))
 
 
+STAGES = ("proj", "targets_at", "sample_anchors", "contrast_loss", "update_memory", "backward_rest")
+# backward_rest: the part minus the timed stages = backward of loss_contrast (projection head, anchor
+# gather) + the rest of extra_losses (generator seeding, reshapes, diagnostics)
+
+
+@contextlib.contextmanager
+def timed_stages(method: PiCoMethod, sink: dict, device: str):
+    """Times the PiCo stages of ``method`` into ``sink[stage]`` (seconds, added up) and labels them
+    for ``torch.profiler``; the wrappers are instance attributes, removed on exit."""
+    def wrap(name, fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with torch.profiler.record_function(f"pico::{name}"):
+                sync(device)
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    sync(device)
+                    sink[name] = sink.get(name, 0.0) + time.perf_counter() - t0
+        return run
+
+    targets = [(method.proj, "forward", "proj")] + [(method, n, n) for n in STAGES[1:-1]]
+    for obj, attr, name in targets:
+        setattr(obj, attr, wrap(name, getattr(obj, attr)))
+    try:
+        yield
+    finally:
+        for obj, attr, _ in targets:
+            delattr(obj, attr)
+
+
+def profile_pico_part(methods: dict, img: Tensor, gt: Tensor, steps: int, device: str, rows: int = 12) -> dict:
+    """The PiCo part of a step alone: ``extra_losses`` + backward of ``loss_contrast`` on fixed,
+    detached segmentor outputs, with the memories restored before every call (the same contrast
+    set each time). Interleaved across ``methods``: median wall ms of the part and of each stage,
+    then the top operators of the part (self CPU ms, median of 7 profiled parts, ``torch.profiler``
+    with shapes)."""
+    outs, states = {}, {}
+    with torch.no_grad():
+        for name, m in methods.items():
+            outs[name] = {k: v for k, v in m.segmentor(img).items() if k in ("logits", "feats")}
+            states[name] = {n: b.clone() for n, b in m.named_buffers() if "memory" in n}
+
+    def restore(name: str) -> None:
+        with torch.no_grad():
+            for n, b in methods[name].named_buffers():
+                if n in states[name]:
+                    b.copy_(states[name][n])
+
+    def part(name: str, sink: dict) -> None:
+        m = methods[name]
+        out = dict(outs[name], feats=outs[name]["feats"].detach().requires_grad_(True))
+        sync(device)
+        t0 = time.perf_counter()
+        with timed_stages(m, sink, device):
+            loss = m.extra_losses(out, gt, 10_000)["loss_contrast"]
+            loss.backward()
+        sync(device)
+        sink["part"] = time.perf_counter() - t0
+        sink["backward_rest"] = sink["part"] - sum(sink.get(k, 0.0) for k in STAGES[:-1])
+
+    samples: dict[str, list[dict]] = {name: [] for name in methods}
+    for _ in range(steps):
+        for name in methods:
+            sink: dict = {}
+            restore(name)
+            part(name, sink)
+            samples[name].append(sink)
+    result = {}
+    for name in methods:
+        med = {k: round(statistics.median(s.get(k, 0.0) for s in samples[name]) * 1e3, 3) for k in ("part", *STAGES)}
+        ops: dict[tuple, list] = {}
+        reps = 7
+        for r in range(reps):
+            restore(name)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+                part(name, {})
+            for e in prof.key_averages(group_by_input_shape=True):
+                if not e.key.startswith("pico::"):
+                    ops.setdefault((e.key, str(e.input_shapes)[:70]), [[0.0] * reps, e.count])[0][r] = (
+                        e.self_cpu_time_total / 1e3)
+        top = sorted(((k, statistics.median(v[0]), v[1]) for k, v in ops.items()), key=lambda t: -t[1])[:rows]
+        result[name] = {"part_ms": med.pop("part"), "stage_ms": med, "contrast_rows": sum(
+            int(b.sum()) for n, b in states[name].items() if n.endswith("count")),
+            "top_ops": [{"op": k[0], "self_cpu_ms": round(t, 3), "calls": c, "shapes": k[1]} for k, t, c in top]}
+        restore(name)
+    return result
+
+
+def profile_step_totals(methods: dict, img: Tensor, gt: Tensor) -> dict:
+    """Self CPU ms of one full training step of each method under ``torch.profiler`` (one sample:
+    on a shared machine the convolutions' noise is larger than the PiCo part)."""
+    result = {}
+    for name, m in methods.items():
+        step = make_step(m, img, gt)
+        step()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            step()
+        result[name] = round(sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3, 2)
+    return result
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -101,6 +213,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     p.add_argument("--memory-size", type=int, default=None, help="override loss.contrast.memory_size")
     p.add_argument("--quick", action="store_true", help="3 timed steps (a smoke run, not the reported one)")
+    p.add_argument("--profile", action="store_true", help="also profile where the PiCo time goes (see above)")
     p.add_argument("--out", default="benchmarks/results/pico_overhead.json")
     a = p.parse_args(argv)
     opts = ["loss.contrast.warmup_iters=0", "loss.contrast.memory=true"]
@@ -122,7 +235,25 @@ def main(argv=None) -> None:
     rows = [{"variant": name, "step_ms": round(med[name] * 1e3, 2), "x_ce": round(med[name] / med["ce"], 3),
              "overhead_vs_ce_%": round((med[name] / med["ce"] - 1) * 100, 1)} for name in med]
     print_table(rows, ["variant", "step_ms", "x_ce", "overhead_vs_ce_%"])
-    print(f"loop / ops step time: {med['pico_loop'] / med['pico_ops']:.2f}x")
+    over = {n: med[n] - med["ce"] for n in ("pico_ops", "pico_loop")}
+    ratio = over["pico_ops"] / over["pico_loop"] if over["pico_loop"] else float("nan")
+    print(f"loop / ops step time: {med['pico_loop'] / med['pico_ops']:.2f}x; "
+          f"overhead ops / overhead loop: {ratio:.2f}")
+    profile = None
+    if a.profile:
+        pico = {n: variants[n] for n in ("pico_ops", "pico_loop")}
+        profile = {"pico_part": profile_pico_part(pico, img, gt, max(steps, 5), a.device),
+                   "one_step_self_cpu_ms": profile_step_totals({n: variants[n] for n in ("ce", "pico_ops")}, img, gt)}
+        part = profile["pico_part"]
+        print("PiCo part of a step alone (median ms; memories fixed at "
+              f"{part['pico_ops']['contrast_rows']} contrast rows):")
+        print_table([{"variant": n, "part_ms": v["part_ms"], **v["stage_ms"]} for n, v in part.items()],
+                    ["variant", "part_ms", *STAGES])
+        for name, v in part.items():
+            print(f"{name}: top operators of the PiCo part (self CPU ms per part)")
+            print_table(v["top_ops"], ["op", "self_cpu_ms", "calls", "shapes"])
+        print(f"PiCo part, ops / loop: {part['pico_ops']['part_ms'] / part['pico_loop']['part_ms']:.2f}")
+        print("one full step, self CPU ms:", profile["one_step_self_cpu_ms"])
     c = cfg.loss.contrast
     out = write_json(a.out, {
         "machine": machine(), "build": ops.build_info(), "device": a.device, "quick": a.quick, "steps": steps,
@@ -130,7 +261,8 @@ def main(argv=None) -> None:
         "region_memory_size": c.region_memory_size, "max_samples": c.max_samples, "max_views": c.max_views,
         "pixels_per_class": c.pixels_per_class, "proj_dim": c.proj_dim},
         "rows": rows, "last_step_outputs": last, "ratio_ops_over_ce": med["pico_ops"] / med["ce"],
-        "ratio_loop_over_ce": med["pico_loop"] / med["ce"], "ratio_loop_over_ops": med["pico_loop"] / med["pico_ops"]})
+        "ratio_loop_over_ce": med["pico_loop"] / med["ce"], "ratio_loop_over_ops": med["pico_loop"] / med["pico_ops"],
+        "overhead_ops_over_overhead_loop": ratio if over["pico_loop"] else None, "profile": profile})
     print(f"wrote {out}")
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "Synthesized",
     "contrast_from_logits",
     "masked_logsumexp",
+    "memory_contrast_loss",
     "pico_contrast_loss",
     "pixel_contrast_loss",
     "sample_hard_anchors",
@@ -261,6 +262,130 @@ def pico_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optiona
         syn = synthesize_negatives(a, c, hi, hv, synth_neg_neg, synth_neg_anchor, alpha_max, generator)
         extra, extra_mask = _dot(a, syn.feats) / temperature, syn.mask
     return contrast_from_logits(pos_l, pos_m, neg_l, neg_m, temperature, base_temperature, extra, extra_mask)
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    """A scalar whose gradient with respect to ``x`` was computed with its value (first order only)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value: Tensor, grad: Tensor) -> Tensor:
+        ctx.save_for_backward(grad)
+        return value.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None, None
+
+
+def _filled_rows(banks: list[Tensor], cnt: Tensor, sizes: list[int], dtype: torch.dtype) -> Tensor:
+    """The written slots of every bank as one ``[F, D]`` copy: bank by bank, class-major within a
+    bank (``bank[c, :cnt[b, c]]`` for c = 0..K-1). ``sizes[b] = cnt[b].sum()`` (known on the host)."""
+    k, d = banks[0].shape[0], banks[0].shape[2]
+    rows = banks[0].new_empty((sum(sizes), d))
+    start = 0
+    for bank, c, size in zip(banks, cnt, sizes):
+        m = bank.shape[1]
+        first = torch.cumsum(c, 0) - c  # row of (c, slot 0) in the copy
+        base = torch.arange(k, device=c.device) * m - first  # flat slot = c * m + (row - first[c])
+        slot = torch.arange(size, device=c.device) + torch.repeat_interleave(base, c, output_size=size)
+        torch.index_select(bank.reshape(-1, d), 0, slot, out=rows[start:start + size])
+        start += size
+    return rows.to(dtype)
+
+
+def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Tensor], counts: list[Tensor],
+                         temperature: float = 0.1, base_temperature: float = 0.07,
+                         ignore_index: int = 255) -> Tensor:
+    """:func:`pixel_contrast_loss` against the written slots of per-class memories, without masks.
+
+    The value is ``pixel_contrast_loss(anchors, anchor_labels, rows, row_labels, temperature,
+    base_temperature, ignore_index=ignore_index)`` where ``rows`` / ``row_labels`` are the written
+    slots ``bank[c, :count[c]]`` (label c) of every bank; the memory rows are constants (no
+    gradient). Tested against that function and a float64 loop.
+
+    How: the written rows are copied class-major, so the positives of anchor i are the contiguous
+    rows of class ``y_i`` in each bank; they are gathered into ``[N, P]`` (P = the most positives of
+    any anchor) and everything else is a negative. With the positives set to ``-inf`` in place,
+    ``m_i`` = the largest negative logit and ``e_ij = exp(s_ij - m_i)``, the negative sum is a plain
+    row sum (``>= 1``: no overflow, no underflow, as the masked logsumexp) and
+    ``lse_N(i) = m_i + log(sum_j e_ij)``. No ``[N, F]`` label masks, no masked logsumexp; the softplus
+    runs on the ``[N, P]`` positives only. The gradient with respect to the anchors is formed in
+    the same pass, in closed form (``e_ij * g_i / sum_j e_ij`` on negatives with
+    ``g_i = w_i sum_{j in P(i)} sigmoid(lse_N(i) - s_ij)``, ``-w_i sigmoid(lse_N(i) - s_ij)`` on
+    positives, ``w_i = (T / T_base) / (|P(i)| * #anchors with positives)``), so autograd keeps no
+    ``[N, F]`` intermediate (first-order gradients only).
+
+    Args:
+        anchors: [N, D] embeddings (computed in float32, or float64 for float64 input).
+        anchor_labels: [N] int64.
+        banks: per memory, ``[K, M_b, D]`` rows (class-major ring buffers, same K and D).
+        counts: per memory, ``[K]`` int64 written slots per class (slots ``>= count`` never read).
+        temperature, base_temperature, ignore_index: as :func:`pixel_contrast_loss` (memory rows of
+            class ``ignore_index``, if any, take no part).
+
+    Returns:
+        Scalar loss; 0 with a gradient path when no anchor has a positive (e.g. empty memories).
+    """
+    a = anchors if anchors.dtype == torch.float64 else anchors.float()
+    dev, dt = a.device, a.dtype
+    k, nb, n = banks[0].shape[0], len(banks), a.shape[0]
+    cnt = torch.stack(counts)  # [nb, K]
+    if 0 <= ignore_index < k:  # rows labelled ignore_index are neither positives nor negatives: drop them
+        cnt = cnt.masked_fill(torch.arange(k, device=dev) == ignore_index, 0)
+    host = cnt.tolist()  # the one host sync: every shape below follows from the counts
+    sizes, p_b = [sum(r) for r in host], [max(r) for r in host]  # rows per bank, most rows of a class
+    f = sum(sizes)
+    rows = _filled_rows(banks, cnt, sizes, dt)  # [F, D]
+    need_grad = a.requires_grad and torch.is_grad_enabled()
+    ratio = temperature / base_temperature
+    grad = None
+    with torch.no_grad(), torch.autocast(dev.type, enabled=False):
+        y = anchor_labels
+        y_ok = (y >= 0) & (y < k) & (y != ignore_index)
+        y_safe = torch.where(y_ok, y, torch.zeros_like(y))
+        off = (torch.cumsum(cnt.reshape(-1), 0) - cnt.reshape(-1)).reshape(nb, k)  # first row of each (bank, class)
+        cnt_y = cnt[:, y_safe] * y_ok  # [nb, N] positives of each anchor in each bank
+        n_pos = cnt_y.sum(0)  # [N]
+        keep = n_pos > 0
+        n_keep = keep.sum()
+        if f == 0 or n == 0:  # no anchor has a positive
+            value, grad = ratio * a.new_zeros(()), torch.zeros_like(a) if need_grad else None
+        else:
+            sim = (a / temperature) @ rows.t()  # [N, F] logits s_ij
+            first = off[0, y_safe]  # padding of the positive index: a positive of the same anchor
+            for b in range(nb - 1, -1, -1):
+                first = torch.where(cnt_y[b] > 0, off[b, y_safe], first)
+            first = (first * keep).unsqueeze(1)
+            idx, valid = [], []
+            for b in range(nb):
+                ar = torch.arange(p_b[b], device=dev)  # [P_b]: at most this many positives in bank b
+                ok = ar < cnt_y[b].unsqueeze(1)  # [N, P_b]
+                idx.append(torch.where(ok, off[b, y_safe].unsqueeze(1) + ar, first))
+                valid.append(ok)
+            idx, valid = torch.cat(idx, 1), torch.cat(valid, 1)  # [N, P]
+            pos = sim.gather(1, idx)  # [N, P] positive logits (padding: a repeated positive)
+            sim.scatter_add_(1, idx, torch.full_like(pos, float("-inf")))  # positives out of the negative sum
+            shift = sim.amax(1, keepdim=True)  # [N, 1] the largest negative logit (-inf: no negative)
+            shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+            e = sim.sub_(shift).exp_()  # [N, F] exp(s_ij - shift_i): 0 on positives, <= 1, max 1 on negatives
+            neg_sum = e.sum(1, keepdim=True)  # [N, 1], >= 1 with a negative (no underflow), 0 without
+            neg_lse = shift + neg_sum.log()  # [N, 1]; -inf without negatives
+            x = (neg_lse - pos).masked_fill_(~valid, float("-inf"))  # [N, P]; padding -> 0 below
+            per_anchor = F.softplus(x).sum(1) / n_pos.clamp(min=1)
+            value = ratio * (per_anchor * keep).sum() / n_keep.clamp(min=1)
+            if need_grad:
+                w = (ratio / (n_pos.clamp(min=1) * n_keep.clamp(min=1)).to(dt) * keep).unsqueeze(1)  # [N, 1]
+                # d softplus(x) / dx as autograd's softplus_backward (threshold 20: exactly 1 above); 0 on padding
+                sig = torch.sigmoid(x).masked_fill_(x > 20.0, 1.0)  # [N, P]
+                coef = w * sig.sum(1, keepdim=True) / torch.where(neg_sum > 0, neg_sum, torch.ones_like(neg_sum))
+                gs = e.mul_(coef)  # d L / d s_ij on negatives (0 on positives)
+                gs.scatter_add_(1, idx, sig.mul_(-w))  # positives (padding adds 0)
+                grad = (gs @ rows) / temperature  # [N, D]
+    if grad is None:
+        return value
+    return _PrecomputedGrad.apply(a, value, grad)
 
 
 class AnchorSample(NamedTuple):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from segproto import ops
 from segproto.config.schema import ContrastLossConfig
-from segproto.losses.pico import AnchorSample, pico_contrast_loss, sample_hard_anchors
+from segproto.losses.pico import AnchorSample, memory_contrast_loss, pico_contrast_loss, sample_hard_anchors
 from segproto.models import ProjectionHead, Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits
@@ -160,9 +160,17 @@ class PiCoMethod(SegMethod):
         self.region_memory.push_(reg, reg_cls)
 
     def contrast_loss(self, sample: AnchorSample, gen: torch.Generator) -> Tensor:
-        """The unweighted PiCo loss of the anchors against the memories (or against each other)."""
+        """The unweighted PiCo loss of the anchors against the memories (or against each other).
+
+        With memories, ``sampling: all`` and no synthesis (the paper's memory version), the value
+        of the masked path below is computed by :func:`memory_contrast_loss` on the class-major
+        banks (no ``[N, F]`` masks, gradient formed with the value; tested equal)."""
         c = self.contrast_cfg
         contrast = contrast_labels = None
+        if self.pixel_memory is not None and c.sampling == "all" and c.synth_neg_neg + c.synth_neg_anchor == 0:
+            mems = (self.pixel_memory, self.region_memory)  # copied inside: the pushes come later
+            return memory_contrast_loss(sample.feats, sample.labels, [m.bank for m in mems], [m.count for m in mems],
+                                        c.temperature, c.base_temperature, self.ignore_index)
         if self.pixel_memory is not None:
             rows = [self.pixel_memory.filled(), self.region_memory.filled()]  # copies: pushes come later
             contrast = torch.cat([r[0] for r in rows])

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from segproto.losses.pico import memory_contrast_loss
 from segproto.losses import (pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors, select_examples,
                              synthesize_negatives)
 
@@ -120,6 +121,103 @@ def test_gradcheck():
 def test_pico_loss_all_equals_pixel_contrast_loss():
     a, la, c, lc = unit(16, 4, 13), torch.arange(16) % 3, unit(20, 4, 14), torch.arange(20) % 3
     assert pico_contrast_loss(a, la, c, lc).item() == pixel_contrast_loss(a, la, c, lc).item()
+
+
+# --- the loss against class-major memories (memory_contrast_loss) ------------------------------
+
+def memories(k, sizes, counts, d, seed, dtype=torch.float64, garbage=float("nan")):
+    """Banks [K, M_b, D] of unit rows in the written slots and ``garbage`` in the others, and the
+    same rows flattened with their labels (the masked loss's contrast set)."""
+    g = torch.Generator().manual_seed(seed)
+    banks, cnts, rows, labels = [], [], [], []
+    for m, cnt in zip(sizes, counts):
+        bank = F.normalize(torch.randn(k, m, d, generator=g, dtype=dtype), dim=2)
+        cnt = torch.tensor(cnt, dtype=torch.long)
+        written = torch.arange(m) < cnt[:, None]
+        rows.append(bank[written].clone())
+        labels.append(torch.arange(k).repeat_interleave(cnt))
+        bank[~written] = garbage  # never read
+        banks.append(bank)
+        cnts.append(cnt)
+    return banks, cnts, torch.cat(rows), torch.cat(labels)
+
+
+def value_and_grad(fn, a):
+    a = a.detach().clone().requires_grad_()
+    loss = fn(a)
+    (grad,) = torch.autograd.grad(loss, a)
+    return loss.detach(), grad
+
+
+MEMORY_CASES = {  # K, bank sizes, written slots per bank and class, anchor labels
+    "two_banks": (4, (6, 3), ([6, 2, 0, 5], [3, 1, 2, 0]), [0, 1, 2, 3, 0, 1, 1, 3, 2, 0]),
+    "empty_class_and_bank_gaps": (5, (4, 2), ([0, 4, 1, 0, 3], [2, 0, 0, 0, 1]), [0, 1, 2, 3, 4, 1, 4, 2]),
+    "ignored_and_unknown_anchors": (3, (5,), ([5, 3, 2],), [0, 255, 1, 2, 7, 0, -1, 2]),
+    "one_class_no_negatives": (3, (5, 2), ([0, 4, 0], [0, 2, 0]), [1, 1, 0, 2, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MEMORY_CASES))
+@pytest.mark.parametrize("t, tb", [(0.1, 0.07), (0.07, 0.07), (0.5, 0.1)])
+def test_memory_contrast_loss_equals_masked_loss_and_loop(case, t, tb):
+    """Reformulation check: per-class memory loss == masked loss on the written rows == float64 loop,
+    value and gradient; never-written slots (NaN here) are never read."""
+    k, sizes, counts, la = MEMORY_CASES[case]
+    banks, cnts, rows, lc = memories(k, sizes, counts, 5, 30)
+    la = torch.tensor(la)
+    a = unit(la.numel(), 5, 31)
+    got, g_got = value_and_grad(lambda x: memory_contrast_loss(x, la, banks, cnts, t, tb), a)
+    want, g_want = value_and_grad(lambda x: pixel_contrast_loss(x, la, rows, lc, t, tb), a)
+    assert got.dtype == torch.float64 and torch.isfinite(g_got).all()
+    assert got.item() == pytest.approx(want.item(), rel=1e-12, abs=1e-14)
+    assert got.item() == pytest.approx(loop_loss(a, la, rows, lc, t, tb), rel=1e-10, abs=1e-14)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+
+
+def test_memory_contrast_loss_float32_small_temperature_and_gradcheck():
+    banks, cnts, rows, lc = memories(4, (50, 10), ([50, 20, 0, 7], [10, 3, 1, 0]), 8, 32)
+    la = torch.arange(24) % 4
+    a = unit(24, 8, 33)
+    for t in (0.07, 1e-3):  # 1e-3: logit spread 2000, far beyond float32's exp range
+        want, g_want = value_and_grad(lambda x: pixel_contrast_loss(x, la, rows, lc, t, t), a)
+        got, g_got = value_and_grad(
+            lambda x: memory_contrast_loss(x, la, [b.float() for b in banks], cnts, t, t), a.float())
+        assert got.dtype == torch.float32 and torch.isfinite(g_got).all()
+        assert got.item() == pytest.approx(want.item(), rel=1e-5)
+        torch.testing.assert_close(g_got.double(), g_want, rtol=1e-4, atol=1e-5 * g_want.abs().max().item())
+    small = memories(3, (4, 2), ([3, 2, 1], [1, 0, 2]), 3, 34)
+    x = unit(5, 3, 35).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: memory_contrast_loss(x, torch.tensor([0, 1, 2, 0, 2]), small[0], small[1]), (x,))
+
+
+def test_memory_contrast_loss_edge_cases():
+    banks, cnts, rows, lc = memories(3, (4,), ([0, 0, 0],), 3, 36)  # empty memory
+    a = unit(5, 3, 37).requires_grad_()
+    loss = memory_contrast_loss(a, torch.tensor([0, 1, 2, 0, 1]), banks, cnts)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(a.grad, torch.zeros_like(a))
+    banks, cnts, rows, lc = memories(3, (4,), ([4, 2, 3],), 3, 38)
+    empty = memory_contrast_loss(torch.zeros(0, 3, requires_grad=True), torch.zeros(0, dtype=torch.long), banks, cnts)
+    assert empty.item() == 0.0 and empty.requires_grad
+    with torch.no_grad():
+        assert not memory_contrast_loss(unit(4, 3, 39), torch.tensor([0, 1, 2, 0]), banks, cnts).requires_grad
+    # ignore_index inside [0, K): memory rows of that class take no part, as in the masked loss
+    la, a = torch.tensor([0, 1, 2, 1, 0]), unit(5, 3, 40)
+    got = memory_contrast_loss(a, la, banks, cnts, ignore_index=1)
+    assert got.item() == pytest.approx(pixel_contrast_loss(a, la, rows, lc, ignore_index=1).item(), rel=1e-12)
+
+
+def test_memory_contrast_loss_stays_float32_under_autocast():
+    banks, cnts, _, _ = memories(3, (8, 4), ([8, 5, 2], [4, 0, 3]), 8, 41, dtype=torch.float32)
+    a, la = unit(12, 8, 42, torch.float32), torch.arange(12) % 3
+    want = memory_contrast_loss(a, la, banks, cnts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = memory_contrast_loss(a.bfloat16(), la, banks, cnts)
+        same = memory_contrast_loss(a, la, banks, cnts)
+    assert got.dtype == same.dtype == torch.float32 and same.item() == want.item()
+    assert got.item() == pytest.approx(want.item(), rel=2e-2)
 
 
 # --- hard example selection ---------------------------------------------------------------------

@@ -144,6 +144,28 @@ def test_loss_reads_memory_before_this_steps_push():
     assert out["loss_contrast"].item() == pytest.approx(want.item(), rel=1e-5) and out["loss_contrast"] > 0
 
 
+def test_memory_loss_path_equals_masked_loss_on_filled_rows():
+    """contrast_loss with memory and sampling "all" runs the per-class memory_contrast_loss: same
+    value and anchor gradient as pico_contrast_loss on the copied filled rows (the previous path)."""
+    m = make_method(warmup_iters=0, temperature=0.07, base_temperature=0.07)
+    img, gt = batch(9)
+    for it in (1, 2, 3):
+        m(img, gt, it)
+    g = torch.Generator().manual_seed(0)
+    emb = F.normalize(torch.randn(2, 16, 8, generator=g), dim=2)
+    sample = m.sample_anchors(emb, gt[:, ::8, ::8].flatten(1), torch.zeros(2, 16, dtype=torch.long), g)
+    feats = sample.feats.clone().requires_grad_()
+    got = m.contrast_loss(sample._replace(feats=feats), g)
+    (g_got,) = torch.autograd.grad(got, feats)
+    rows = [mem.filled() for mem in (m.pixel_memory, m.region_memory)]
+    ref = feats.detach().double().requires_grad_()
+    want = pico_contrast_loss(ref, sample.labels, torch.cat([r[0] for r in rows]).double(),
+                              torch.cat([r[1] for r in rows]), temperature=0.07, base_temperature=0.07)
+    (g_want,) = torch.autograd.grad(want, ref)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5) and got.item() > 0
+    torch.testing.assert_close(g_got.double(), g_want, rtol=1e-4, atol=1e-6)
+
+
 # --- the method -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("contrast", [
