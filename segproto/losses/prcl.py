@@ -10,6 +10,7 @@ negative classes, one uniform per draw) and fully determined by a ``torch.Genera
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple, Optional
 
 import torch
@@ -250,27 +251,41 @@ def virtual_negatives(gdp_mu: Tensor, gdp_prec: Tensor, num_samples: int, radius
 # --- vectorised sampling ----------------------------------------------------------------------
 
 class _Pool(NamedTuple):
-    """A CSR pool: pixel indices sorted by class (increasing index within a class)."""
+    """A CSR pool: the indices of the pool's pixels sorted by class (stably: increasing index within a
+    class, or, with a split, the split pixels first, each part by increasing index)."""
 
-    pixels: Tensor  # [P]
-    start: Tensor  # [K]
-    count: Tensor  # [K]
-
-
-def _class_pool(labels: Tensor, mask: Tensor, num_classes: int) -> _Pool:
-    idx = torch.nonzero(mask).squeeze(1)
-    lab = labels[idx]
-    count = torch.bincount(lab, minlength=num_classes)
-    # unique keys (class, index): any sort gives the stable order, and an unstable sort of int64
-    # is an order of magnitude faster than the stable one on CPU
-    return _Pool(idx[torch.sort(lab * labels.numel() + idx).indices], torch.cumsum(count, 0) - count, count)
+    pixels: Tensor  # [N + 1] int64: pixels[start[c]:start[c] + count[c]] are the pixels of class c; the
+    #                 masked-out pixels follow, then a guard entry N (addressable, never drawn)
+    start: Tensor  # [K] int64
+    count: Tensor  # [K] int64
+    first: Optional[Tensor] = None  # [K] int64: how many of a block's pixels are split pixels
 
 
-def _sub_pool(pool: _Pool, labels: Tensor, keep: Tensor, num_classes: int) -> _Pool:
-    """The pixels of ``pool`` where ``keep`` [N], still sorted by class (no second sort)."""
-    px = pool.pixels[keep[pool.pixels]]
-    count = torch.bincount(labels[px], minlength=num_classes)
-    return _Pool(px, torch.cumsum(count, 0) - count, count)
+def _class_pool(labels: Tensor, mask: Tensor, num_classes: int, split: Optional[Tensor] = None) -> _Pool:
+    """The pixels of ``mask`` grouped by class with ONE stable sort of a small integer key
+    (``uint8`` for K <= 127: a radix sort of one byte); ``split`` [N] bool puts each class's split
+    pixels first in its block, so the hard pool is a prefix of every block (no second sort, no
+    filter)."""
+    k = num_classes
+    nkeys = 2 * (k + 1) if split is not None else k + 1
+    kdt = torch.uint8 if nkeys <= 256 else torch.int16 if nkeys <= 1 << 15 else torch.int32
+    n = labels.numel()
+    key = torch.empty(n + 1, dtype=kdt, device=labels.device)  # + a guard entry, sorted last
+    key[n] = nkeys - 1
+    body = key[:n]
+    if kdt == torch.uint8:  # masked pixels -> 255 -> k (vectorised byte ops; a bool where is not)
+        body.copy_(labels).bitwise_or_((~mask).view(torch.uint8).neg()).clamp_(max=k)
+    else:
+        torch.where(mask, labels.to(kdt), torch.tensor(k, dtype=kdt, device=labels.device), out=body)
+    if split is not None:
+        body.mul_(2).add_((~split).to(kdt))
+    order = torch.argsort(key, stable=True)
+    cnt = torch.bincount(key, minlength=nkeys)
+    start = torch.cumsum(cnt, 0) - cnt
+    if split is None:
+        return _Pool(order, start[:k], cnt[:k])
+    first = cnt[0:2 * k:2]
+    return _Pool(order, start[0:2 * k:2], first + cnt[1:2 * k:2], first)
 
 
 def _uniform_below(n: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -280,18 +295,20 @@ def _uniform_below(n: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     return u.mul_(n).long()
 
 
-def _multinomial_counts(p: Tensor, n: int, generator: Optional[torch.Generator]) -> Tensor:
+def _multinomial_counts(p: Tensor, n: int, generator: Optional[torch.Generator], repeats: int = 1) -> Tensor:
     """Per row, counts of ``n`` iid draws from ``p`` (rows sum to 1, or 0 = no draws), by the
-    binomial chain ``c_k ~ Bin(n - sum_{j<k} c_j, p_k / sum_{j>=k} p_j)``: O(K) ops on [R]."""
+    binomial chain ``c_k ~ Bin(n - sum_{j<k} c_j, p_k / sum_{j>=k} p_j)``: O(K) ops on [R].
+    Each row of ``p`` stands for ``repeats`` consecutive rows of the result ([R * repeats, K])."""
     suffix = p.flip(1).cumsum(1).flip(1)
     q = torch.where(suffix > 0, p / suffix.clamp_min(1e-300), torch.zeros_like(p)).clamp_(0.0, 1.0)
-    rem = torch.full((p.shape[0],), float(n), dtype=p.dtype, device=p.device)
-    out = []
-    for k in range(p.shape[1]):
-        c = torch.binomial(rem, q[:, k].contiguous(), generator=generator)
-        out.append(c)
-        rem = rem - c
-    return torch.stack(out, 1).long()
+    q = q.t().repeat_interleave(repeats, 1) if repeats > 1 else q.t().contiguous()  # [K, R]
+    out = torch.empty_like(q)
+    rem = torch.full((q.shape[1],), float(n), dtype=p.dtype, device=p.device)
+    for k in range(q.shape[0]):
+        c = torch.binomial(rem, q[k], generator=generator)
+        out[k] = c
+        rem.sub_(c)
+    return out.t().long()
 
 
 def _anchors_from_pool(pool: _Pool, classes: Tensor, num_anchors: int,
@@ -319,44 +336,138 @@ def sample_anchors(labels: Tensor, probs: Tensor, classes: Tensor, num_anchors: 
     Returns:
         (anchors [C, A] pixel indices (0 where not ok), ok [C] bool).
     """
-    pool = _class_pool(labels, labels != ignore_index, num_classes)
-    return _anchors_from_pool(_anchor_pool(pool, labels, probs, threshold, fallback, num_classes), classes,
-                              num_anchors, generator)
+    pool = _class_pool(labels, labels != ignore_index, num_classes, split=probs < threshold)
+    return _anchors_from_pool(_anchor_pool(pool, fallback), classes, num_anchors, generator)
 
 
-def _anchor_pool(valid: _Pool, labels: Tensor, probs: Tensor, threshold: float, fallback: bool,
-                 num_classes: int) -> _Pool:
-    hard = _sub_pool(valid, labels, probs < threshold, num_classes)
-    if not fallback:
-        return hard
-    use_hard = hard.count > 0
-    return _Pool(torch.cat([hard.pixels, valid.pixels]),
-                 torch.where(use_hard, hard.start, hard.pixels.numel() + valid.start),
-                 torch.where(use_hard, hard.count, valid.count))
+def _anchor_pool(valid: _Pool, fallback: bool) -> _Pool:
+    """The hard pool: the split prefix of every block of a pool built with ``split = probs < thr``;
+    with ``fallback``, a class without hard pixels uses its whole block (all its valid pixels)."""
+    count = torch.where(valid.first > 0, valid.first, valid.count) if fallback else valid.first
+    return _Pool(valid.pixels, valid.start, count)
+
+
+_BITS = 31  # random bits per negative draw: torch's int32 random_() gives 31 uniform bits
+_LOW = (1 << _BITS) - 1
+
+
+def _negatives_chunk_elems(device: torch.device) -> int:
+    # CPU: blocks of draws whose int64 temporaries stay in each thread's L2; GPU: one block.
+    return 1 << 31 if device.type == "cuda" else min(1 << 20, (1 << 16) * max(1, torch.get_num_threads()))
+
+
+def _random_words(out: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Fills int32 ``out`` (any strides) with uniform 31-bit words in [0, 2^31): ``random_()``."""
+    return out.random_(generator=generator)
+
+
+def _empty_long(*shape: int, device: torch.device) -> Tensor:
+    """``torch.empty(shape, int64)``: the sampler's outputs, written once."""
+    return torch.empty(shape, dtype=torch.long, device=device)
 
 
 def _negatives_from_pool(pool: _Pool, class_probs: Tensor, num_samples: int, generator: Optional[torch.Generator],
-                         fill: int = -1) -> tuple[Tensor, Tensor]:
-    r, k = class_probs.shape
+                         fill: int = -1, chunk_elems: Optional[int] = None,
+                         repeats: int = 1) -> tuple[Tensor, Tensor]:
+    """Per row, ``num_samples`` iid draws: a class ``~ class_probs[row]``, then a uniform pixel of it
+    (each row of ``class_probs`` [R', K] stands for ``repeats`` rows: the result is [R' * repeats, S]).
+
+    1. Class counts per row from the binomial chain (exactly multinomial). A row's draws are laid
+       out by class, so every per-draw quantity of the class is piecewise constant along the row:
+       the class itself and the packed ``start << 31 | n`` of its pool block are cumsums of their
+       jumps at the class boundaries (no ``repeat_interleave``, no per-draw table gather).
+    2. One 31-bit uniform word per draw (int32 ``random_``, written straight into int64 zeros);
+       the offset in the class's block of ``n`` pixels is Lemire's ``(v * n) >> 31``, exactly
+       uniform with its rejection: the rare draws with ``(v * n) mod 2^31 < 2^31 mod n``
+       (probability < n / 2^31) draw new words after all others, in position order.
+    3. The pixel is ``pixels[start + offset]`` (``index_select``).
+    After the chain, the work runs in row blocks of ``chunk_elems`` draws (cache-sized on CPU, one
+    block on CUDA); the draws do not depend on the block size. Generator order: the chain, the
+    words (row-major), the redraws. Rows without mass get ``fill`` and class -1.
+    """
+    r = class_probs.shape[0] * repeats
+    m = num_samples
     dev = class_probs.device
+    pix, cls = _empty_long(2, r, m, device=dev).unbind(0)
+    if r == 0 or m == 0:
+        return pix, cls
+    if pool.pixels.numel() > _LOW:
+        raise ValueError(f"prcl: at most 2^31 - 1 pixels, got {pool.pixels.numel() - 1}")
     p = class_probs.to(torch.float64) * (pool.count > 0)
     p = p / p.sum(1, keepdim=True).clamp_min(1e-300)
-    counts = _multinomial_counts(p, num_samples, generator)  # [R, K]
-    rest = num_samples - counts.sum(1, keepdim=True)  # > 0 only in rows without mass
-    pixels, start, count = pool.pixels, pool.start, pool.count
-    sentinel = bool((rest > 0).any())
-    if sentinel:  # an extra class K owning a single "pixel" (fill)
-        counts = torch.cat([counts, rest], 1)
-        start = torch.cat([start, start.new_full((1,), pixels.numel())])
-        count = torch.cat([count, count.new_ones(1)])
-        pixels = torch.cat([pixels, pixels.new_full((1,), fill)])
-    # per draw: its class, then one uniform offset into that class's block of the pool
-    cls = torch.repeat_interleave(torch.arange(counts.shape[1], device=dev).repeat(r), counts.reshape(-1))
-    off = _uniform_below(count.double()[cls], generator)
-    pix = pixels[off.add_(start[cls])]
-    if sentinel:
-        cls = torch.where(cls == k, -1, cls)
-    return pix.view(r, num_samples), cls.view(r, num_samples)
+    counts = _multinomial_counts(p, m, generator, repeats)  # [R, K]
+    ends = counts.cumsum(1)  # [R, K]: where class k + 1 starts; class K is a sentinel without pixels
+    rest = m - ends[:, -1]  # the sentinel's draws: > 0 only in rows without mass
+    mark_at, mark = ends.clamp(max=m - 1), (ends < m).long()
+    zero = pool.count.new_zeros(1)
+    n_tab = torch.cat([pool.count, zero])  # [K + 1]
+    # packed per class: start << 31 | n (n < 2^31); along a row it is piecewise constant, so per draw
+    # it is a cumsum of its jumps at the class boundaries (cheaper than table gathers per draw)
+    x_tab = (torch.cat([pool.start, zero]) << _BITS) + n_tab
+    x_first = x_tab[:1].view(1, 1)
+    x_jump = x_tab.diff().unsqueeze(0) * mark  # [R, K]
+    rows = min(r, max(1, (chunk_elems or _negatives_chunk_elems(dev)) // m))
+    size = -(-rows * m // 8) * 8
+    marks = torch.empty(rows, m, dtype=torch.long, device=dev)
+    x = torch.empty(rows, m, dtype=torch.long, device=dev)
+    nb = torch.empty(rows * m, dtype=torch.long, device=dev)
+    low = torch.empty(rows * m, dtype=torch.long, device=dev)
+    t = torch.zeros(rows * m, dtype=torch.long, device=dev)
+    sus = torch.zeros(size, dtype=torch.bool, device=dev)
+    # one 31-bit word per draw, written into the low halves of int64 zeros (no int32 -> int64 pass)
+    words = t.view(torch.int32).view(-1, 2)[:, 0 if sys.byteorder == "little" else 1]
+    suspects, suspect_words = [], []
+    for i in range(0, r, rows):
+        j = min(i + rows, r)
+        h = j - i
+        e = h * m
+        torch.cumsum(marks[:h].zero_().scatter_add_(1, mark_at[i:j], mark[i:j]), 1, out=cls[i:j])
+        xb = x[:h].zero_()
+        xb[:, :1] = x_first
+        xx = xb.scatter_add_(1, mark_at[i:j], x_jump[i:j]).cumsum_(1).view(-1)
+        n = torch.bitwise_and(xx, _LOW, out=nb[:e])
+        tt = t[:e]  # its high halves are 0: it holds zeros or the last block's pool positions < 2^31
+        _random_words(words[:e], generator)  # w
+        # t = start << 31 + (w + 1) * n: Lemire's offset of the word v = (w + 1) mod 2^31 in the high
+        # bits, its remainder (v * n) mod 2^31 in the low bits (v = 0, i.e. w = 2^31 - 1, leaves the
+        # block: its remainder is 0 < n, so it is a suspect and is recomputed below)
+        tt.mul_(n).add_(xx)
+        s = torch.lt(torch.bitwise_and(tt, _LOW, out=low[:e]), n, out=sus[:e])
+        if bool(sus.view(torch.int64).any()):
+            s = torch.nonzero(s).squeeze(1)
+            suspects.append(s + i * m)
+            # their words, back from t = (x - n) + v * n, v = w + 1 in [1, 2^31] (w was overwritten)
+            suspect_words.append((tt[s] - xx[s] + n[s]).div_(n[s], rounding_mode="floor").bitwise_and_(_LOW))
+            sus.zero_()
+        torch.index_select(pool.pixels, 0, tt.bitwise_right_shift_(_BITS), out=pix[i:j].view(-1))
+    if suspects:
+        _redraw_rejected(pool.pixels, pool.start, n_tab, pix.view(-1), cls.view(-1), torch.cat(suspects),
+                         torch.cat(suspect_words), generator)
+    if bool((rest > 0).any()):
+        empty = rest > 0
+        pix[empty] = fill
+        cls[empty] = -1
+    return pix, cls
+
+
+def _redraw_rejected(pixels: Tensor, start: Tensor, n_tab: Tensor, pix: Tensor, cls: Tensor, pos: Tensor,
+                     words: Tensor, generator: Optional[torch.Generator]) -> None:
+    """Exact Lemire for the flat draws ``pos`` with 31-bit uniform words ``words`` (the suspects:
+    ``(v * n) mod 2^31 < n``, a superset of the rejections): ``pix`` is recomputed from ``v``, and
+    while ``(v * n) mod 2^31 < 2^31 mod n`` the draw takes a new word (one call per round, in
+    position order)."""
+    c = cls[pos]
+    n = n_tab[c]
+    v = words
+    while pos.numel():
+        prod = v * n
+        bad = (prod & _LOW) < torch.remainder(torch.full_like(n, 1 << _BITS), n.clamp_min(1))
+        ok = ~bad
+        pix[pos[ok]] = pixels[start[c[ok]] + (prod[ok] >> _BITS)]
+        if not bool(bad.any()):
+            return
+        pos, c, n = pos[bad], c[bad], n[bad]
+        v = _random_words(torch.empty(pos.numel(), dtype=torch.int32, device=pos.device), generator).long()
 
 
 def sample_negative_pixels(labels: Tensor, class_probs: Tensor, num_samples: int, *,
@@ -366,9 +477,10 @@ def sample_negative_pixels(labels: Tensor, class_probs: Tensor, num_samples: int
     valid pixel of ``c'``.
 
     Vectorised: the per-row class counts come from one binomial chain (O(K) ops on [R]), the
-    pixel from one uniform offset into a class-sorted (CSR) pool of valid pixels. A row's samples
-    are ordered by class (the multiset is exactly that of iid draws). Classes without a valid
-    pixel get probability 0 (rows renormalised); rows with no mass get pixel and class -1.
+    pixel from one exactly uniform offset (a 31-bit word, Lemire's multiply-shift with rejection)
+    into a class-sorted (CSR) pool of valid pixels. A row's samples are ordered by class (the
+    multiset is exactly that of iid draws). Classes without a valid pixel get probability 0 (rows
+    renormalised); rows with no mass get pixel and class -1.
 
     Args:
         labels: [N] int64. class_probs: [R, K] non-negative (rows need not be normalised).
@@ -446,7 +558,7 @@ def prcl_sample(mu: Tensor, var: Tensor, labels: Tensor, probs: Tensor, gdp_mu: 
         if bool(bad.any()):
             raise ValueError(f"prcl: label {int(labels[bad][0])} is outside [0, {k}) and is not ignore_index "
                              f"({ignore_index})")
-        vpool = _class_pool(labels, valid, k)
+        vpool = _class_pool(labels, valid, k, split=probs < weak_threshold)  # hard pixels first
         present = vpool.count > 0
         gdp_var, has_gdp = _gdp_var(gdp_prec, dt)
         gmu = gdp_mu.to(dt)
@@ -463,13 +575,13 @@ def prcl_sample(mu: Tensor, var: Tensor, labels: Tensor, probs: Tensor, gdp_mu: 
         has_real = (present.sum() - present.long()) > 0  # [K]
         has_virtual = (has_gdp.sum() - has_gdp.long()) > 0 if num_virtual > 0 else torch.zeros_like(present)
         cand = torch.nonzero(present & has_gdp & (has_real | has_virtual)).squeeze(1)
-        apool = _anchor_pool(vpool, labels, probs, weak_threshold, anchor_fallback, k)
+        apool = _anchor_pool(vpool, anchor_fallback)
         anchors, ok = _anchors_from_pool(apool, cand, num_anchors, generator)
         classes, anchors = cand[ok], anchors[ok]
         c = classes.numel()
         cp = negative_class_probs(pmu, pvar, classes, present, temperature)  # [C, K]
-        rows = cp.unsqueeze(1).expand(c, num_anchors, k).reshape(-1, k)
-        neg, neg_cls = _negatives_from_pool(vpool, rows, num_negatives, generator, fill=0)  # 0: masked
+        neg, neg_cls = _negatives_from_pool(vpool, cp, num_negatives, generator, fill=0,  # 0: masked
+                                            repeats=num_anchors)
         neg = neg.view(c, num_anchors, num_negatives)
         virt = virtual_negatives(gdp_mu, gdp_prec, c * num_virtual, virtual_radius, generator)  # [K, C*V, D]
         virt = virt.view(k, c, num_virtual, d).transpose(0, 1).contiguous().to(dt)  # [C, K, V, D]

@@ -282,6 +282,83 @@ def test_anchors_hard_set_skip_and_fallback():
     assert set(anchors[0].tolist()) == {1}  # the hard set still wins where it exists
 
 
+def test_prcl_sample_negative_classes_pixels_and_never_the_anchor_class():
+    """Distribution-level check of the vectorised negatives at many draws, fixed seed: class
+    frequencies against ``class_probs`` (chi-square), uniform pixels within each class, valid pixels
+    of the drawn class only, never the anchor's class."""
+    k, t = 5, 0.05
+    mu, var, labels, probs = scene(n=600, seed=12)
+    labels[labels == 3] = torch.where(torch.rand(int((labels == 3).sum()), generator=gen(1)) < 0.7, 255, 3)
+    g_mu, _ = full_gdp(mu, var, labels, k)
+    g_prec = torch.rand(k, 8, generator=gen(9), dtype=F64) * 3 + 1
+    s = prcl_sample(mu, var, labels, probs, g_mu, g_prec, num_anchors=100, num_negatives=400, temperature=t,
+                    generator=gen(13))
+    assert s.classes.tolist() == [0, 1, 2, 3]
+    assert (s.negative_classes != s.classes.view(-1, 1, 1)).all()
+    assert (labels[s.negatives] == s.negative_classes).all()  # valid pixels of the drawn class
+    for ci, c in enumerate(s.classes.tolist()):
+        others = [o for o in range(4) if o != c]
+        p = s.class_probs[ci, others].double()
+        assert float(p.sum()) == pytest.approx(1.0) and float(p.min()) > 0.02
+        counts = torch.bincount(s.negative_classes[ci].reshape(-1), minlength=k)[others].tolist()
+        assert chi2(counts, p.tolist()) < 22.0  # 2 dof: P(chi2 > 22) ~ 2e-5
+    for c in range(4):  # uniform over the valid pixels of c (class 3 is small: 30% kept)
+        px = torch.nonzero(labels == c).squeeze(1)
+        hits = torch.bincount(s.negatives[s.negative_classes == c], minlength=labels.numel())[px].tolist()
+        dof = len(px) - 1
+        assert chi2(hits, [1 / len(px)] * len(px)) < dof + 5 * math.sqrt(2 * dof)  # ~5 sd
+
+
+def test_negatives_are_deterministic_and_independent_of_the_block_size():
+    from segproto.losses import prcl as P
+
+    labels = torch.randint(0, 6, (3000,), generator=gen(0))
+    labels[torch.rand(3000, generator=gen(1)) < 0.1] = 255
+    labels[labels == 4] = 255  # class 4 has no pixel
+    probs = torch.rand(7, 6, generator=gen(2), dtype=F64)
+    probs[3] = 0  # a row without mass: fill and class -1
+    probs[5, :4] = 0  # only class 4 (no pixel) and 5
+    pool = P._class_pool(labels, labels != 255, 6)
+    ref = P._negatives_from_pool(pool, probs, 300, gen(3))
+    for chunk in (1, 300, 7 * 300, 1 << 20):  # 1 row per block ... one block
+        out = P._negatives_from_pool(pool, probs, 300, gen(3), chunk_elems=chunk)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    assert (ref[0][3] == -1).all() and (ref[1][3] == -1).all()
+    assert (ref[1][5] == 5).all() and (labels[ref[0][5]] == 5).all()
+    ok = torch.ones(7, dtype=torch.bool)
+    ok[3] = False
+    assert (labels[ref[0][ok]] == ref[1][ok]).all()
+    assert not torch.equal(P._negatives_from_pool(pool, probs, 300, gen(4))[0], ref[0])
+
+
+def test_negative_offsets_are_exact_lemire_with_rejection(monkeypatch):
+    """The pixel offset of a draw in a class of n pixels is Lemire's (v * n) >> 31 on a 31-bit word,
+    v = (w + 1) mod 2^31 (w = 2^31 - 1 wraps to v = 0), and the draws with
+    (v * n) mod 2^31 < 2^31 mod n take new words (in position order) until accepted."""
+    from segproto.losses import prcl as P
+
+    top = 1 << 31
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])  # class 0: n = 3 (2^31 mod 3 = 2); class 1: n = 5 (3)
+    pool = P._class_pool(labels, labels != 255, 2)
+    words = [top - 1, 0, 715827882, 715827881, 1431655764, top - 2,  # row 0, class 0
+             1717986918, 0, 0, 0, 0, 0,  # row 1, class 1: v = 1717986919, (5 v) mod 2^31 = 3: a suspect, kept
+             0, top - 1,  # redraws of row 0, draws 0 and 2 (v = 0: rejected again; v = 2^31 - 1: offset 2)
+             5]  # second redraw of draw 0: offset 0
+    queue = list(words)
+
+    def fake_words(out, generator):
+        out.copy_(torch.tensor([queue.pop(0) for _ in range(out.numel())], dtype=out.dtype))
+        return out
+
+    monkeypatch.setattr(P, "_random_words", fake_words)
+    pix, cls = P._negatives_from_pool(pool, torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=F64), 6, gen(0))
+    assert not queue
+    # v: 0 -> rejected; 1 -> 0; 715827883 (3v mod 2^31 = 1 < 2) -> rejected; 715827882 -> 0;
+    # 1431655765 -> 1; 2^31 - 1 -> 2
+    assert pix[0].tolist() == [0, 0, 2, 0, 1, 2] and cls[0].tolist() == [0] * 6
+    assert pix[1].tolist() == [3 + 4, 3, 3, 3, 3, 3] and cls[1].tolist() == [1] * 6
+
+
 # --- the loss -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("only_one_class", [False, True])
