@@ -12,7 +12,7 @@ Variants, each in a fresh process (so one variant's freed memory cannot hide ano
 - ``match_dense``: ``dense_query_softmax_attention`` (masked cosine -> softmax over the query
   axis -> mask -> @ V through autograd: the full ``[B, heads, Lq, Ls]`` scores, several copies);
 - ``match_tiled(t)``: ``query_softmax_attention`` with ``t`` query positions per tile (the
-  ``fewshot.match_tile`` option; at Lq = 3600 the default 4096 is a single tile, which still keeps
+  ``fewshot.match_tile`` option, default 1024; a tile >= Lq is a single tile, which still keeps
   no score matrix for backward);
 - each in mode ``train`` (forward + backward) and ``eval`` (forward under no_grad);
 - ``prior_ours`` / ``prior_dense``: the 5-shot prior on layer4 features (C = 2048):
