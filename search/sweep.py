@@ -143,13 +143,16 @@ def check_same_sweep(work_dir: Path, base: Mapping[str, Any], space: SearchSpace
         raise ConfigError([f"--resume: {base_file} not found; is {work_dir} a sweep directory?"])
     old_base, new_base = dict(_flat(read_yaml(str(base_file)))), dict(_flat(base))
     # Keys only one side has come from a newer (or older) segproto, not from a change of this sweep.
-    changed = [k for k in sorted(old_base.keys() & new_base.keys()) if old_base[k] != new_base[k]]
+    changed = [f"{k} (was {old_base[k]!r}, now {new_base[k]!r})"
+               for k in sorted(old_base.keys() & new_base.keys()) if old_base[k] != new_base[k]]
     old_params = {p.key: p for p in load_space(str(space_file)).params}
     new_params = {p.key: p for p in space.params}
-    changed += [k for k in sorted(old_params.keys() | new_params.keys()) if old_params.get(k) != new_params.get(k)]
+    changed += [f"space {k}" for k in sorted(old_params.keys() | new_params.keys())
+                if old_params.get(k) != new_params.get(k)]
     if changed:
         raise ConfigError([f"--resume: the config or space differs from the interrupted sweep's ({base_file}, "
-                           f"{space_file}) at: {', '.join(changed)}"])
+                           f"{space_file}) at: {', '.join(changed)}; give the old values with --cfg-options "
+                           "(e.g. a default that changed between segproto versions) or start a new work dir"])
 
 
 # ------------------------------------------------------------------ Ray

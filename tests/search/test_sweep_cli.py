@@ -28,7 +28,7 @@ def test_resume_must_rebuild_the_same_config_and_space(write_cfg, write_space, t
     check_same_sweep(tmp_path, base, space, resume=True)
     changed = dict(base, seed=base["seed"] + 1)
     other = load_space(write_space({"optim.lr": {"loguniform": [0.001, 0.2]}}, name="other.yaml"))
-    with pytest.raises(ConfigError, match=r"differs from the interrupted sweep's .* at: seed, optim\.lr"):
+    with pytest.raises(ConfigError, match=r"differs from the interrupted sweep's .* at: seed \(was 3, now 4\), space optim\.lr"):
         check_same_sweep(tmp_path, changed, other, resume=True)
     with pytest.raises(ConfigError, match="not found; is .* a sweep directory"):
         check_same_sweep(tmp_path / "none", base, space, resume=True)
