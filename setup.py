@@ -105,7 +105,7 @@ def _extension():
 
 setup(
     packages=find_packages(include=["segproto", "segproto.*"]),
-    package_data={"segproto": ["_build_info.json", "data/taxonomies/*.yaml", "data/folds/*.yaml"]},
+    package_data={"segproto": ["_build_info.json", "data/taxonomies/*.yaml", "data/folds/*.yaml", "data/split_lists/*/*/*.txt"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension},
 )

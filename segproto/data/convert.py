@@ -4,6 +4,8 @@ Pure functions ``(src, dst, ...) -> number of files written``; :data:`CONVERTERS
 used by ``python -m segproto.tools.convert <name> SRC DST`` to them:
 
 ==================  ===========================================================================
+``coco20i``         COCO 2014 ``instances_{train,val}2014.json`` -> 81-label masks (0 = background,
+                    1..80) ``DST/ann_dir/{train2014,val2014}`` for the few-shot folds (pycocotools)
 ``coco_stuff``      stuffthingmaps_trainval2017 id PNGs (0..181, 255) -> ``*_labelTrainIds.png``
                     (171 train ids) under ``DST/annotations/{train2017,val2017}``
 ``pascal_context``  PASCAL-Context ``trainval/*.mat`` LabelMaps (459 classes) -> 60-class PNGs
@@ -35,7 +37,7 @@ from .dataset import DatasetError, load_label, read_split
 from .datasets_std import COCO_IDS_ENCODING, VOC_ENCODING
 from .std_classes import PASCAL_CONTEXT59_LABELS
 
-__all__ = ["CONVERTERS", "VOC_SEMI_SIZES", "convert_coco_stuff", "convert_pascal_context", "convert_voc_aug",
+__all__ = ["CONVERTERS", "VOC_SEMI_SIZES", "convert_coco20i", "convert_coco_stuff", "convert_pascal_context", "convert_voc_aug",
            "make_voc_splits", "pascal_context_lut"]
 
 #: Labelled-set sizes of the semi-supervised VOC protocol (CPS, U2PL, PRCL): 1/16, 1/8, 1/4, 1/2 of
@@ -122,6 +124,94 @@ def convert_coco_stuff(src: str | Path, dst: str | Path, num_workers: int = 0) -
         raise FileNotFoundError(f"COCO-Stuff: no id PNG folders under {src}: expected "
                                 f"{src}/{{train2017,val2017}}/<12 digits>.png (stuffthingmaps_trainval2017.zip) "
                                 f"or {src}/annotations/{{train2017,val2017}}/<12 digits>.png")
+    return written
+
+
+# --- COCO-20i (81-label masks of COCO 2014) ----------------------------------------------------
+
+COCO20I_SUBSETS = ("train2014", "val2014")
+
+
+def _coco20i_one(job: tuple[str, int, int, list], out_dir: Path) -> None:
+    from pycocotools import mask as mask_utils
+
+    stem, h, w, anns = job
+    label = np.zeros((h, w), np.uint8)
+    for cls, segm in anns:  # annotation order: a later instance paints over an earlier one
+        if isinstance(segm, list):  # polygons: one object may have several parts
+            rle = mask_utils.merge(mask_utils.frPyObjects(segm, h, w))
+        elif isinstance(segm.get("counts"), list):  # uncompressed RLE (crowd regions)
+            rle = mask_utils.frPyObjects(segm, h, w)
+        else:
+            rle = segm
+        label[mask_utils.decode(rle).astype(bool)] = cls
+    _save_index_png(label, out_dir / f"{stem}.png")
+
+
+def convert_coco20i(src: str | Path, dst: str | Path, num_workers: int = 0) -> int:
+    """COCO 2014 instance annotations -> the 81-label semantic masks COCO-20i is defined on.
+
+    Every image of ``annotations/instances_<subset>2014.json`` gets ``DST/ann_dir/<subset>/<file
+    stem>.png``: 0 = background, 1..80 = the COCO categories in increasing category-id order
+    (:data:`segproto.data.fewshot.COCO_CLASSES`; the ids of ``builtin:coco20i``). Each
+    annotation's polygons or RLE are decoded with pycocotools (the official COCO API) and painted
+    in the order of the file, so where instances overlap the later one wins; crowd regions are
+    painted with their class. Images with no annotation get an all-background mask. When
+    ``SRC/<subset>`` holds the images, ``DST/img_dir/<subset>`` is made a link to it, giving the
+    folder layout of ``configs/hdmnet/coco20i_r50.yaml``.
+
+    Args:
+        src: The COCO 2014 root: ``annotations/instances_{train,val}2014.json`` (from
+            annotations_trainval2014.zip) and optionally ``{train,val}2014/*.jpg``.
+        dst: The COCO-20i root (``ann_dir/``, ``img_dir/``).
+        num_workers: Processes (0: in this process).
+
+    Returns:
+        The number of PNGs written.
+
+    Raises:
+        FileNotFoundError: Neither annotation file exists (the message names the expected paths).
+        DatasetError: A file whose categories are not COCO's 80, or an annotation of an unknown
+            category or a missing image (names the file and the id).
+        ImportError: pycocotools is not installed.
+    """
+    if importlib.util.find_spec("pycocotools") is None:  # pragma: no cover - installed with .[datasets]/.[all]
+        raise ImportError("convert_coco20i needs pycocotools (the COCO API) to decode the masks: pip install pycocotools")
+    from .fewshot import COCO_CLASSES
+
+    src, dst = Path(src), Path(dst)
+    files = {s: src / "annotations" / f"instances_{s}.json" for s in COCO20I_SUBSETS}
+    if not any(f.is_file() for f in files.values()):
+        raise FileNotFoundError(f"COCO 2014: no instance annotations under {src}: expected "
+                                f"{' or '.join(str(f) for f in files.values())} (annotations_trainval2014.zip)")
+    written = 0
+    for subset, path in files.items():
+        if not path.is_file():
+            continue
+        with open(path) as f:
+            coco = json.load(f)
+        cats = sorted(coco.get("categories", []), key=lambda c: c["id"])
+        names = tuple(c["name"] for c in cats)
+        if names != COCO_CLASSES:
+            raise DatasetError(f"{path}: categories {list(names)[:5]}... ({len(names)}) are not the 80 COCO "
+                               "categories in id order; is this a COCO 2014/2017 instances file?")
+        to_label = {c["id"]: i + 1 for i, c in enumerate(cats)}
+        images = {im["id"]: (Path(im["file_name"]).stem, int(im["height"]), int(im["width"]), [])
+                  for im in coco.get("images", [])}
+        for ann in coco.get("annotations", []):
+            if ann["category_id"] not in to_label:
+                raise DatasetError(f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']}, "
+                                   f"not one of the {len(to_label)} categories of the file")
+            if ann["image_id"] not in images:
+                raise DatasetError(f"{path}: annotation {ann.get('id')} refers to image_id {ann['image_id']}, "
+                                   "which the file's 'images' does not list")
+            images[ann["image_id"]][3].append((to_label[ann["category_id"]], ann["segmentation"]))
+        jobs = [images[k] for k in sorted(images)]
+        written += _run(partial(_coco20i_one, out_dir=dst / "ann_dir" / subset), jobs, num_workers)
+        img_src, img_dst = src / subset, dst / "img_dir" / subset
+        if img_src.is_dir() and not img_dst.exists():
+            img_dst.parent.mkdir(parents=True, exist_ok=True)
+            img_dst.symlink_to(img_src.resolve(), target_is_directory=True)
     return written
 
 
@@ -278,24 +368,26 @@ def convert_voc_aug(src: str | Path, dst: str | Path, num_workers: int = 0) -> i
 
 
 def make_voc_splits(voc_root: str | Path, out_dir: str | Path | None = None, seed: int = 0,
-                    sizes: Sequence[int] = VOC_SEMI_SIZES) -> int:
+                    sizes: Sequence[int] = VOC_SEMI_SIZES, lists: str = "seeded") -> int:
     """Semi-supervised PASCAL VOC 2012 splits: labelled lists and their unlabelled complements.
 
     The protocol of CPS, U2PL and PRCL ("classic" VOC): the labelled images are drawn from the
     1464 finely annotated images of the official ``train.txt``, the unlabelled ones are the rest
     of ``train_aug`` (10582 - n). Labelled sets of ``sizes`` (92, 183, 366, 732) are nested
     prefixes of one permutation of ``train.txt`` drawn with ``numpy.random.default_rng(seed)``;
-    the full ``train.txt`` is the largest (``train_labeled_1464``). These are *not* the exact lists
-    published with those papers' code (they cannot be downloaded here); results on them are
-    comparable in protocol, not image for image. To use the published lists, put them in the
-    same format (one name per line) under ``ImageSets/Segmentation`` instead.
+    the full ``train.txt`` is the largest (``train_labeled_1464``). With ``lists="seeded"`` these
+    are our own draws (comparable in protocol, not image for image); ``lists="u2pl"`` writes the
+    lists published with U2PL (shipped in ``segproto/data/split_lists/u2pl/voc``, see
+    :mod:`segproto.data.splits`), which compare image for image with U2PL's and PRCL's numbers.
 
     Args:
         voc_root: ``VOCdevkit/VOC2012`` with ``ImageSets/Segmentation/{train,train_aug}.txt``.
         out_dir: Where to write; default ``voc_root/ImageSets/Segmentation`` (where the
             ``voc_aug`` dataset's ``split_file`` looks).
-        seed: Permutation seed.
+        seed: Permutation seed (``lists="seeded"`` only).
         sizes: Labelled-set sizes smaller than ``train.txt``, increasing.
+        lists: ``"seeded"`` or ``"u2pl"`` (the published lists; every listed id must be in
+            ``train.txt``).
 
     Returns:
         The number of files written: ``train_labeled_<n>.txt`` and ``train_unlabeled_<n>.txt`` for
@@ -317,10 +409,15 @@ def make_voc_splits(voc_root: str | Path, out_dir: str | Path | None = None, see
     if sizes != sorted(set(sizes)) or not all(0 < n < len(train) for n in sizes):
         raise ValueError(f"make_voc_splits: sizes must increase within 1..{len(train) - 1} (train.txt holds "
                          f"{len(train)} images), got {sizes}")
-    order = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
+    if lists == "seeded":
+        order = [train[i] for i in np.random.default_rng(seed).permutation(len(train))]
+        chosen = {n: sorted(order[:n]) for n in [*sizes, len(train)]}
+    else:
+        from .splits import published_splits
+        where = f"{sets / 'train.txt'} ({len(train)} images)"
+        chosen = {n: lab for n, (lab, _) in published_splits("voc", train, [*sizes, len(train)], lists, where).items()}
     written = 0
-    for n in [*sizes, len(train)]:
-        labelled = sorted(order[:n])
+    for n, labelled in chosen.items():
         _write_list(out / f"train_labeled_{n}.txt", labelled)
         _write_list(out / f"train_unlabeled_{n}.txt", sorted(train_aug - set(labelled)))
         written += 2
@@ -329,6 +426,7 @@ def make_voc_splits(voc_root: str | Path, out_dir: str | Path | None = None, see
 
 #: ``name -> converter(src, dst) -> files written`` for ``python -m segproto.tools.convert``.
 CONVERTERS: dict[str, Callable[[str | Path, str | Path], int]] = {
+    "coco20i": convert_coco20i,
     "coco_stuff": convert_coco_stuff,
     "pascal_context": convert_pascal_context,
     "voc_aug": convert_voc_aug,

@@ -317,7 +317,7 @@ _VOC_LAYOUT = ("root/JPEGImages/<name>.jpg, root/{ann}/<name>.png (class indices
 _VOC_SPLITS = (f"ImageSets/Segmentation/{{train,val,trainval}}.txt ship with VOCtrainval_11-May-2012.tar; "
                f"train_aug.txt is written by `{_CONVERT} voc_aug SBD_ROOT VOC2012_ROOT`; the semi-supervised "
                f"train_labeled_<n>.txt / train_unlabeled_<n>.txt by `{_CONVERT} voc_splits VOC2012_ROOT "
-               f"VOC2012_ROOT/ImageSets/Segmentation` (docs/datasets.md)")
+               f"VOC2012_ROOT/ImageSets/Segmentation --lists u2pl` (docs/datasets.md)")
 _VOC_COLOUR = ("VOC SegmentationClass PNGs are palette ('P') images whose pixel values are the class indices; "
                "an RGB file has lost its palette (e.g. saved through Image.convert('RGB') or an image editor). "
                "Use the original PNGs of VOCtrainval_11-May-2012.tar or SegmentationClassAug.")

@@ -6,9 +6,10 @@ One subcommand per converter (``python -m segproto.tools.convert --help`` lists 
 ``cityscapes``         ``SRC/gtFine/<subset>/<city>/*_gtFine_labelIds.png`` -> the same tree of
                        ``*_gtFine_labelTrainIds.png`` under ``DST`` (DST may be SRC). Optional:
                        the ``cityscapes`` dataset maps label ids to trainIds when it loads them.
-``cityscapes_splits``  the nested 1/16, 1/8, 1/4, 1/2 semi-supervised split files of the 2975
+``cityscapes_splits``  the 1/16, 1/8, 1/4, 1/2 semi-supervised split files of the 2975
                        train images of the Cityscapes root SRC, written to the folder DST
-                       (``segproto.data.splits``; ``--seed``)
+                       (``segproto.data.splits``; ``--lists u2pl`` the published lists,
+                       ``--lists seeded --seed N`` our nested draws)
 others                 ``segproto.data.convert.CONVERTERS`` when that module is installed
                        (``voc_aug``, ``coco_stuff``, ...)
 =====================  ======================================================================
@@ -35,7 +36,7 @@ from PIL import Image
 
 from segproto.data.cityscapes import LABEL_IDS_SUFFIX, LAYOUT, MAX_LABEL_ID, TRAIN_IDS_SUFFIX, id_to_train_id_lut
 from segproto.data.dataset import DatasetError, load_label
-from segproto.data.splits import make_cityscapes_splits
+from segproto.data.splits import PUBLISHED, make_cityscapes_splits
 
 __all__ = ["Converter", "convert_cityscapes", "cityscapes_splits", "converters", "main"]
 
@@ -89,10 +90,10 @@ def convert_cityscapes(src: str | Path, dst: str | Path, subsets: Sequence[str] 
     return len(files)
 
 
-def cityscapes_splits(src: str | Path, dst: str | Path, seed: int = 0) -> int:
-    """Nested semi-supervised split files of the Cityscapes root ``src`` into the folder ``dst``
+def cityscapes_splits(src: str | Path, dst: str | Path, seed: int = 0, lists: str = "seeded") -> int:
+    """Semi-supervised split files of the Cityscapes root ``src`` into the folder ``dst``
     (:func:`segproto.data.splits.make_cityscapes_splits`); returns the number of files."""
-    return len(make_cityscapes_splits(src, dst, seed))
+    return len(make_cityscapes_splits(src, dst, seed, lists=lists))
 
 
 _OWN = (Converter("cityscapes", convert_cityscapes, "Cityscapes labelIds PNGs -> labelTrainIds PNGs (optional)"),
@@ -146,11 +147,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--seed", type=int, default=params["seed"].default, help="split seed (default %(default)s)")
     if "num_workers" in params:
         p.add_argument("--num-workers", type=int, default=0, help="worker processes (default 0: none)")
+    if "lists" in params:
+        p.add_argument("--lists", choices=["seeded", *PUBLISHED], default="seeded",
+                       help="labelled lists: 'seeded' (our nested draws, --seed) or a published source "
+                            "shipped with segproto ('u2pl': U2PL's lists, used by PRCL) (default %(default)s)")
     a = p.parse_args(args[1:])
     src = Path(a.src).expanduser()
     if not src.exists():
         _fail(f"SRC not found: {src}", 1)
-    kwargs = {k: getattr(a, k) for k in ("seed", "num_workers") if k in params}
+    kwargs = {k: getattr(a, k) for k in ("seed", "num_workers", "lists") if k in params}
     try:
         written = conv.func(src, Path(a.dst).expanduser(), **kwargs)
     except (FileNotFoundError, DatasetError, ValueError) as exc:
