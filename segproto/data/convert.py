@@ -11,6 +11,8 @@ used by ``python -m segproto.tools.convert <name> SRC DST`` to them:
 ``pascal_context``  PASCAL-Context ``trainval/*.mat`` LabelMaps (459 classes) -> 60-class PNGs
                     ``DST/SegmentationClassContext`` + ``ImageSets/SegmentationContext`` lists
                     (DST = ``VOCdevkit/VOC2010``), without the Detail API
+``pascal_part108``  PASCAL-Part ``Annotations_Part/*.mat`` + VOC 2010 lists -> 108-class PNGs
+                    ``DST/ann108_dir/{train,val}`` (our part merge table) + ``DST/img_dir`` links
 ``voc_aug``         SBD ``dataset/cls/*.mat`` -> ``DST/SegmentationClassAug`` index PNGs, VOC's own
                     labels copied over them, + ``ImageSets/Segmentation/train_aug.txt`` (10582)
 ``voc_splits``      semi-supervised VOC lists ``train_labeled_<n>.txt`` / ``train_unlabeled_<n>.txt``
@@ -35,6 +37,7 @@ from PIL import Image
 
 from .dataset import DatasetError, load_label, read_split
 from .datasets_std import COCO_IDS_ENCODING, VOC_ENCODING
+from .pascal_part_convert import convert_pascal_part108
 from .std_classes import PASCAL_CONTEXT59_LABELS
 
 __all__ = ["CONVERTERS", "VOC_SEMI_SIZES", "convert_coco20i", "convert_coco_stuff", "convert_pascal_context", "convert_voc_aug",
@@ -429,6 +432,7 @@ CONVERTERS: dict[str, Callable[[str | Path, str | Path], int]] = {
     "coco20i": convert_coco20i,
     "coco_stuff": convert_coco_stuff,
     "pascal_context": convert_pascal_context,
+    "pascal_part108": convert_pascal_part108,
     "voc_aug": convert_voc_aug,
     "voc_splits": make_voc_splits,
 }

@@ -14,8 +14,9 @@ others                 ``segproto.data.convert.CONVERTERS`` when that module is 
                        (``voc_aug``, ``coco_stuff``, ...)
 =====================  ======================================================================
 
-Mapillary Vistas v2.0 and PASCAL-Part-108 need no conversion (their label PNGs hold class ids and
-are read as they are). A ``-`` in a name is read as ``_`` (``cityscapes-splits``).
+Mapillary Vistas v2.0 needs no conversion (its label PNGs hold class ids and are read as they
+are); PASCAL-Part-108 label PNGs are made from the raw PASCAL-Part ``.mat`` files by
+``pascal_part108``. A ``-`` in a name is read as ``_`` (``cityscapes-splits``).
 
 Exit status: 0 done; 2 for an unknown dataset or a bad argument; 1 for a missing SRC, a layout or
 label error (messages name the path).
