@@ -116,7 +116,13 @@ def _panel(ax: Any, param: Param, rows: Sequence[TrialRow]) -> None:
         ax.set_xlim(-0.5, len(labels) - 0.5)
         values = [labels.index(str(v)) for v in values]
     elif param.kind == "loguniform":
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_xscale("log")
+        ax.set_xlim(param.args[0] / 1.1, param.args[1] * 1.1)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.03 0.05 0.1 0.2 0.5: no crowding
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.scatter(values, [r.best_miou for r in rows], c=[_COLOURS[r.status] for r in rows], s=24)
     ax.set_title(param.key, fontsize="small")
     ax.set_ylabel("best mIoU")
