@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import statistics
@@ -76,7 +77,9 @@ def run_isolated(module: str, args: list[str]) -> dict:
 
 def machine() -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": platform.processor() or platform.machine(),
+            # torch's CPU allocator: 1 = huge pages for large tensors (fewer first-touch page faults)
+            "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

@@ -10,9 +10,12 @@ classes present. D = 256, 256 anchors and 512 negatives per class, T = 100, one 
 per other class. Labels follow a Zipf-like class-area law with 10% ignored pixels; predicted
 probabilities are U(0.3, 1), so ~70% of the valid pixels are anchor candidates (< 0.8).
 
-Timed in this one run, interleaved repeat by repeat, median of the repeats:
+Timed in this one run, interleaved repeat by repeat, median of the repeats (our two samplers:
+each repeat keeps the median of ``--inner`` consecutive calls):
 - ``ours_sampler``: :func:`segproto.losses.prcl_sample` (anchors, negative classes, negative
   pixels, virtual negatives; CSR pools, one binomial chain, one uniform per draw);
+- ``ours_sampler_pytorch``: the same with the compiled ``prcl_negatives_`` pass switched off
+  (the pure-PyTorch negative-pixel path; bitwise the same draws);
 - ``loop_sampler``: the same sampling in the public ``Prcl_Loss.forward`` style, producing index
   lists like ours: per class its pixel list, then per class a ``Categorical`` draw of [A, M]
   classes, per-class counts, and the double loop over (anchor, negative class) calling
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -192,12 +196,16 @@ def main(argv=None) -> None:
     p.add_argument("--loop-loss", action="store_true",
                    help="also time the public-style loss end to end (slow; minutes on CPU at full size)")
     p.add_argument("--quick", action="store_true", help="1 repeat, losses timed with 32 anchors (a smoke run)")
+    p.add_argument("--inner", type=int, default=5,
+                   help="calls of each of our samplers per repeat, their median kept (they take ms; the "
+                        "first call after the multi-second loss variants pays a cold cache)")
     p.add_argument("--out", default="benchmarks/results/prcl_sampler.json")
     a = p.parse_args(argv)
     d, anchors, negatives, t, thr, v = 256, 256, 512, 100.0, 0.8, 1
     if a.threads:
         torch.set_num_threads(a.threads)
     repeats = 1 if a.quick else a.repeats
+    inner = 1 if a.quick else max(1, a.inner)
     loss_anchors = 32 if a.quick else anchors
     b = make_batch(a.dataset, d, a.device)
     kw = dict(num_anchors=anchors, num_negatives=negatives, temperature=t, weak_threshold=thr, num_virtual=v)
@@ -207,6 +215,10 @@ def main(argv=None) -> None:
 
     def ours_sampler():
         return prcl_sample(b["mu"], b["var"], b["labels"], b["probs"], b["gdp_mu"], b["gdp_prec"], generator=gen, **kw)
+
+    def ours_sampler_pytorch():
+        with mock.patch.object(ops, "has_prcl_negatives_kernel", lambda t: False):
+            return ours_sampler()
 
     def ours_loss():
         mu, var = b["mu"].clone().requires_grad_(), b["var"].clone().requires_grad_()
@@ -218,12 +230,13 @@ def main(argv=None) -> None:
     assert bool((b["labels"][s.negatives] != s.classes.view(-1, 1, 1)).all())
     for (cls_anchors,), (cls_neg,), _ in loop_sample(b, 4, 8, t, thr, v)[:2]:
         assert bool((b["labels"][cls_neg] != b["labels"][cls_anchors].view(-1, 1)).all())
-    times: dict[str, list[float]] = {"ours_sampler": [], "loop_sampler": [], "loop_sampler_public": [],
+    times: dict[str, list[float]] = {"ours_sampler": [], "ours_sampler_pytorch": [], "loop_sampler": [], "loop_sampler_public": [],
                                      "ours_loss": []}
     if a.loop_loss:
         times["loop_loss"] = []
     for _ in range(repeats):  # interleaved, so load changes hit every variant alike
-        times["ours_sampler"].append(_time(ours_sampler, a.device))
+        for key, fn in (("ours_sampler", ours_sampler), ("ours_sampler_pytorch", ours_sampler_pytorch)):
+            times[key].append(statistics.median(_time(fn, a.device) for _ in range(inner)))
         times["loop_sampler"].append(_time(lambda: loop_sample(b, anchors, negatives, t, thr, v), a.device))
         times["loop_sampler_public"].append(
             _time(lambda: loop_sample(b, anchors, negatives, t, thr, v, features=True), a.device))
@@ -239,17 +252,21 @@ def main(argv=None) -> None:
     print_table(rows, ["variant", "ms", "x_ours_sampler"])
     speedup = med["loop_sampler"] / med["ours_sampler"]
     speedup_public = med["loop_sampler_public"] / med["ours_sampler"]
-    print(f"sampler speedup, indices only (loop / ours): {speedup:.1f}x (target >= 50x)")
+    speedup_pytorch = med["loop_sampler"] / med["ours_sampler_pytorch"]
+    print(f"sampler speedup, indices only (loop / ours): {speedup:.1f}x (target >= 50x); "
+          f"without the compiled pass: {speedup_pytorch:.1f}x")
     print(f"sampler speedup, public data flow with feature copies (loop / ours): {speedup_public:.1f}x")
     if a.loop_loss:
         print(f"loss speedup (loop / ours, forward + backward): {med['loop_loss'] / med['ours_loss']:.1f}x")
     out = write_json(a.out, {
         "machine": machine(), "build": ops.build_info(), "device": a.device, "quick": a.quick, "repeats": repeats,
+        "inner_calls_of_ours_sampler": inner,
         "dataset": a.dataset,
         "sizes": {"pixels": b["n"], "num_classes": b["k"], "anchor_classes": int(s.classes.numel()), "dim": d,
                   "anchors": anchors, "negatives": negatives, "virtual_per_class": v, "temperature": t,
                   "loss_anchors": loss_anchors},
-        "times_s": times, "rows": rows, "sampler_speedup": speedup, "sampler_speedup_public": speedup_public,
+        "times_s": times, "rows": rows, "sampler_speedup": speedup,
+        "sampler_speedup_pytorch_path": speedup_pytorch, "sampler_speedup_public": speedup_public,
         "loss_speedup": med["loop_loss"] / med["ours_loss"] if a.loop_loss else None})
     print(f"wrote {out}")
 

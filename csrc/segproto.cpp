@@ -13,6 +13,8 @@ TORCH_LIBRARY(segproto, m) {
   m.def("masked_cosine_correlation_backward(Tensor grad, Tensor query, Tensor support, Tensor mask, "
         "float eps) -> (Tensor, Tensor)");
   m.def("masked_cosine_prior(Tensor query, Tensor support, Tensor mask, float eps=1e-07) -> Tensor");
+  m.def("prcl_negatives_(Tensor(a!) pix, Tensor(b!) cls, Tensor counts, Tensor words, Tensor pixels, "
+        "Tensor start, Tensor count, int fill) -> Tensor");
 }
 
 // `import segproto._C` loads this library, which runs the registrations above. The module itself

@@ -113,3 +113,31 @@ def masked_cosine_prior(query: Tensor, support: Tensor, mask: Tensor, eps: float
         m = torch.bmm(qn, sn[:, :, j0 : j0 + tile]).amax(dim=2)
         best = m if best is None else torch.maximum(best, m)
     return best.to(query.dtype)
+
+
+def prcl_negatives_(pix: Tensor, cls: Tensor, counts: Tensor, words: Tensor, pixels: Tensor, start: Tensor,
+                    count: Tensor, fill: int) -> Tensor:
+    """Reference of ``segproto::prcl_negatives_`` (see :func:`segproto.ops.prcl_negatives_`)."""
+    r, m = pix.shape
+    k = counts.shape[1]
+    low = (1 << 31) - 1
+    sums = counts.sum(1)
+    used = counts > 0
+    bad = ((sums != 0) & (sums != m)) | (counts < 0).any(1) | (used & (count <= 0).unsqueeze(0)).any(1)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0])
+        raise RuntimeError(f"segproto::prcl_negatives_: row {row} of 'counts' does not sum to M = {m} (or 0) "
+                           "over classes with pixels in the pool")
+    mass = sums > 0
+    classes = torch.arange(k, device=counts.device).expand(r, k)
+    c = torch.repeat_interleave(classes[mass].reshape(-1), counts[mass].reshape(-1)).view(-1, m)
+    v = (words.view(r, m)[mass].long() + 1).bitwise_and(low)
+    n = count[c]
+    prod = v * n
+    pix.fill_(fill)
+    cls.fill_(-1)
+    pix[mass] = pixels[start[c] + (prod >> 31)]
+    cls[mass] = c
+    rows = torch.nonzero(mass).squeeze(1)
+    hit = torch.nonzero(prod.bitwise_and(low) < n)
+    return rows[hit[:, 0]] * m + hit[:, 1]

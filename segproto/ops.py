@@ -29,6 +29,8 @@ __all__ = [
     "masked_cosine_correlation",
     "masked_cosine_prior",
     "sample_per_class",
+    "prcl_negatives_",
+    "has_prcl_negatives_kernel",
 ]
 
 _BUILD_INFO_FILE = Path(__file__).with_name("_build_info.json")
@@ -258,6 +260,32 @@ def sample_per_class(
     return torch.div(pick, n, rounding_mode="floor"), pick % n, flat[pick]
 
 
+def has_prcl_negatives_kernel(t: Tensor) -> bool:
+    """Whether :func:`prcl_negatives_` has a compiled kernel for ``t``'s device (CPU only: on a GPU
+    the PyTorch path of :mod:`segproto.losses.prcl` is already one pass of fused-enough kernels)."""
+    return _EXT and t.device.type == "cpu"
+
+
+def prcl_negatives_(pix: Tensor, cls: Tensor, counts: Tensor, words: Tensor, pixels: Tensor, start: Tensor,
+                    count: Tensor, fill: int) -> Tensor:
+    """The PRCL negative sampler's pixel pass, in place (``docs/ops.md``): per row of ``counts``
+    ([R, K] draws of each class, class order), each draw's 31-bit ``words`` entry ``w`` gives
+    ``v = (w + 1) mod 2^31`` and the pixel ``pixels[start[c] + (v * count[c]) >> 31]`` of its class
+    ``c``; rows whose counts are all 0 get ``fill`` and class -1.
+
+    Args:
+        pix, cls: [R, M] int64 outputs. words: [R * M] int32 in [0, 2^31). pixels: [P] int64,
+            the class-sorted pool; start, count: [K] int64 blocks of the pool.
+
+    Returns:
+        Ascending flat positions of the draws with ``(v * count) mod 2^31 < count`` (a superset of
+        the Lemire rejections, which the caller redraws).
+    """
+    if has_prcl_negatives_kernel(pix):
+        return torch.ops.segproto.prcl_negatives_(pix, cls, counts, words, pixels, start, count, int(fill))
+    return ref.prcl_negatives_(pix, cls, counts, words, pixels, start, count, int(fill))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fake kernels (torch.compile / meta tensors) and autograd, registered only with the extension.
 if _EXT:
@@ -286,6 +314,10 @@ if _EXT:
     @torch.library.register_fake("segproto::masked_cosine_prior")
     def _prior_fake(query, support, mask, eps=1e-7):
         return query.new_empty((query.shape[0], query.shape[2]))
+
+    @torch.library.register_fake("segproto::prcl_negatives_")
+    def _prcl_negatives_fake(pix, cls, counts, words, pixels, start, count, fill):
+        return pix.new_empty((torch.library.get_ctx().new_dynamic_size(),))
 
     def _corr_setup_context(ctx, inputs, output):
         query, support, mask, eps = inputs

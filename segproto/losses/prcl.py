@@ -396,6 +396,23 @@ def _negatives_from_pool(pool: _Pool, class_probs: Tensor, num_samples: int, gen
     p = class_probs.to(torch.float64) * (pool.count > 0)
     p = p / p.sum(1, keepdim=True).clamp_min(1e-300)
     counts = _multinomial_counts(p, m, generator, repeats)  # [R, K]
+    if ops.has_prcl_negatives_kernel(pix):  # the same draws in one compiled pass (docs/ops.md)
+        # row blocks whose words stay in cache (the same word sequence as one call: random_ is serial)
+        rows = min(r, max(1, (chunk_elems or _negatives_chunk_elems(dev)) // m))
+        buf = torch.empty(rows * m, dtype=torch.int32, device=dev)
+        suspects, suspect_words = [], []
+        for i in range(0, r, rows):
+            j = min(i + rows, r)
+            words = _random_words(buf[:(j - i) * m], generator)
+            pos = ops.prcl_negatives_(pix[i:j], cls[i:j], counts[i:j], words, pool.pixels, pool.start,
+                                      pool.count, fill)
+            if pos.numel():
+                suspects.append(pos + i * m)
+                suspect_words.append((words[pos].long() + 1).bitwise_and_(_LOW))
+        if suspects:
+            _redraw_rejected(pool.pixels, pool.start, torch.cat([pool.count, pool.count.new_zeros(1)]),
+                             pix.view(-1), cls.view(-1), torch.cat(suspects), torch.cat(suspect_words), generator)
+        return pix, cls
     ends = counts.cumsum(1)  # [R, K]: where class k + 1 starts; class K is a sentinel without pixels
     rest = m - ends[:, -1]  # the sentinel's draws: > 0 only in rows without mass
     mark_at, mark = ends.clamp(max=m - 1), (ends < m).long()
