@@ -7,9 +7,10 @@ Per fold ``f``: ``work_dirs/fewshot/base_fold<f>`` (``configs/hdmnet/base_quicks
 once), then per variant and training seed ``s`` ``work_dirs/fewshot/<variant>_fold<f>_s<s>``
 (``configs/hdmnet/quickstart.yaml``, 1-shot training), then ``python -m segproto.test`` at
 ``fewshot.shots`` 1 and 5 (the 1-shot-trained model; ``fewshot.eval_seeds`` episode seeds, 1000
-episodes each) into ``test_<k>shot.json``. Finished steps are skipped, so an interrupted run
-resumes. The table (mean ± sample std over training seeds of the per-run episode-seed means) is
-printed and written to ``work_dirs/fewshot/hdmnet.json``.
+episodes each) into ``test_<k>shot.json``. Finished steps are skipped and an interrupted
+training continues from its last checkpoint (``--resume``), so rerunning the command resumes. The
+table (mean ± sample std over training seeds of the per-run episode-seed means) is printed and
+written to ``work_dirs/fewshot/hdmnet.json``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ VARIANTS = {"distill": [], "no_distill": ["fewshot.distill_weight=0"]}
 SHOTS = (1, 5)
 
 
-def _run(cmd: list[str], log: Path, threads: int) -> None:
+def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
+    with open(log, "a" if append else "w") as f:
         subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
@@ -54,8 +55,10 @@ def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
     common = [f"fewshot.fold={fold}", f"fewshot.backbone_checkpoint={OUT}/base_fold{{fold}}/iter_1500.pth",
               *VARIANTS[variant]]
     if not (wd / "metrics.json").is_file():
-        _run([sys.executable, "-m", "segproto.train", CFG, "--work-dir", str(wd), "--cfg-options", *common,
-              f"seed={seed}", "train.progress_bar=false"], wd.parent / f"{wd.name}.log", threads)
+        resume = (wd / "last_checkpoint").is_file()  # an interrupted run continues from its last checkpoint
+        _run([sys.executable, "-m", "segproto.train", CFG, "--work-dir", str(wd), *(["--resume"] if resume else []),
+              "--cfg-options", *common, f"seed={seed}", "train.progress_bar=false"],
+             wd.parent / f"{wd.name}.log", threads, append=resume)
     ckpt = wd / "iter_1000.pth"
     for k in SHOTS:
         out = wd / f"test_{k}shot.json"
