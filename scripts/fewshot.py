@@ -8,9 +8,11 @@ once), then per variant and training seed ``s`` ``work_dirs/fewshot/<variant>_fo
 (``configs/hdmnet/quickstart.yaml``, 1-shot training), then ``python -m segproto.test`` at
 ``fewshot.shots`` 1 and 5 (the 1-shot-trained model; ``fewshot.eval_seeds`` episode seeds, 1000
 episodes each) into ``test_<k>shot.json``. Finished steps are skipped and an interrupted
-training continues from its last checkpoint (``--resume``), so rerunning the command resumes. The
-table (mean ± sample std over training seeds of the per-run episode-seed means) is printed and
-written to ``work_dirs/fewshot/hdmnet.json``.
+training continues from its last checkpoint (``--resume``), so rerunning the command resumes.
+Each finished run's small result files (``metrics.json``, ``test_<k>shot.json``) are copied to
+``benchmarks/results/fewshot/<run>/`` (kept in git; checkpoints stay in ``work_dirs``). The table
+(mean ± sample std over training seeds of the per-run episode-seed means) is built from those
+copies, printed and written to ``benchmarks/results/fewshot/hdmnet.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "work_dirs" / "fewshot"
+RESULTS = REPO / "benchmarks" / "results" / "fewshot"
 BASE_CFG = "configs/hdmnet/base_quickstart.yaml"
 CFG = "configs/hdmnet/quickstart.yaml"
 VARIANTS = {"distill": [], "no_distill": ["fewshot.distill_weight=0"]}
@@ -39,6 +43,14 @@ def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
         subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
+def _keep(wd: Path, names: list[str]) -> None:
+    """Copy the small result files of the finished run ``wd`` to ``RESULTS/<run>/``."""
+    dst = RESULTS / wd.name
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(wd / name, dst / name)
+
+
 def base_run(fold: int, threads: int) -> Path:
     """Stage one of ``fold`` (skipped when its metrics.json exists)."""
     wd = OUT / f"base_fold{fold}"
@@ -46,6 +58,7 @@ def base_run(fold: int, threads: int) -> Path:
         _run([sys.executable, "-m", "segproto.train", BASE_CFG, "--work-dir", str(wd), "--cfg-options",
               f"fewshot.fold={fold}", "train.progress_bar=false"], wd.parent / f"base_fold{fold}.log", threads)
         print(f"done base_fold{fold}", flush=True)
+    _keep(wd, ["metrics.json"])
     return wd
 
 
@@ -65,6 +78,7 @@ def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
         if not out.is_file():
             _run([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
                   f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
+    _keep(wd, ["metrics.json", *(f"test_{k}shot.json" for k in SHOTS)])
     r = {k: json.loads((wd / f"test_{k}shot.json").read_text()) for k in SHOTS}
     print(f"done {wd.name}: " + "  ".join(f"{k}-shot mIoU {r[k]['mIoU']:.2f} FB-IoU {r[k]['FB-IoU']:.2f}"
                                            for k in SHOTS), flush=True)
@@ -75,7 +89,7 @@ def summarise() -> dict:
     """{variant: {fold: {"<k>shot": {metric: {mean, std, runs}}}}} over the training seeds found."""
     table: dict = {}
     for variant in VARIANTS:
-        for wd in sorted(OUT.glob(f"{variant}_fold*_s*")):
+        for wd in sorted(RESULTS.glob(f"{variant}_fold*_s*")):
             fold = wd.name[len(variant) + 5:].split("_s")[0]
             for k in SHOTS:
                 path = wd / f"test_{k}shot.json"
@@ -121,8 +135,8 @@ def main(argv=None) -> int:
         list(pool.map(lambda j: hdmnet_run(*j, threads), jobs))
     table = summarise()
     print_table(table)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "hdmnet.json").write_text(json.dumps(table, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "hdmnet.json").write_text(json.dumps(table, indent=2))
     return 0
 
 

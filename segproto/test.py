@@ -54,14 +54,15 @@ def _test_fewshot(cfg, dataset, method, device, out) -> int:
     import statistics
 
     from segproto.engine.builder import eval_loader
-    from segproto.engine.fewshot import evaluate_fewshot, format_fewshot
+    from segproto.engine.fewshot import evaluate_fewshot, feature_cache, format_fewshot
     from segproto.engine.trainer import json_clean
 
     runs = {}
-    for i, seed in enumerate(cfg.fewshot.eval_seeds):
-        ds = dataset if i == 0 else dataset.with_seed(seed)
-        runs[seed] = evaluate_fewshot(method, eval_loader(ds, cfg), ds.class_ids, ds.class_names, device)
-        print(f"seed {seed}:\n{format_fewshot(runs[seed])}")
+    with feature_cache(method):  # one cache over all seeds: the same images come back
+        for i, seed in enumerate(cfg.fewshot.eval_seeds):
+            ds = dataset if i == 0 else dataset.with_seed(seed)
+            runs[seed] = evaluate_fewshot(method, eval_loader(ds, cfg), ds.class_ids, ds.class_names, device)
+            print(f"seed {seed}:\n{format_fewshot(runs[seed])}")
     summary = {}
     for key in ("mIoU", "FB-IoU"):
         vals = [r[key] for r in runs.values()]

@@ -314,13 +314,15 @@ class FewShotConfig:
     prior_scale: float = 10.0           # prior masks are multiplied by this
     dim: int = 64                       # channels of the transformer hierarchy
     match_tile: int = 1024              # query positions per matching tile (bounds peak memory)
+    feature_cache_mb: float = 1024.0    # evaluation memo of the frozen backbone's per-image features (0 = off)
 
     def check(self) -> list[Issue]:
         return [*bound("fold", self.fold, ge=0), *bound("shots", self.shots, ge=1),
                 *bound("min_fg_pixels", self.min_fg_pixels, ge=1), *bound("val_episodes", self.val_episodes, ge=1),
                 *bound("distill_weight", self.distill_weight, ge=0), *bound("temperature", self.temperature, gt=0),
                 *bound("prior_scale", self.prior_scale, gt=0), *bound("dim", self.dim, ge=8),
-                *bound("match_tile", self.match_tile, ge=1), *nonempty("folds", self.folds),
+                *bound("match_tile", self.match_tile, ge=1),
+                *bound("feature_cache_mb", self.feature_cache_mb, ge=0), *nonempty("folds", self.folds),
                 *([("eval_seeds", "must not be empty")] if not self.eval_seeds else [])]
 
 

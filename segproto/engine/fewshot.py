@@ -9,6 +9,7 @@ novel classes ignored. Nothing here is specific to one few-shot model.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,7 +21,7 @@ from segproto.evaluation import FewShotEvaluator
 from segproto.methods import is_episodic
 
 __all__ = ["uses_fewshot", "wrap_fewshot", "fold_split", "evaluate_fewshot", "format_fewshot",
-           "FEWSHOT_CLASSES"]
+           "feature_cache", "FEWSHOT_CLASSES"]
 
 #: The label space of an episode's prediction.
 FEWSHOT_CLASSES = ["background", "foreground"]
@@ -73,6 +74,16 @@ def wrap_fewshot(cfg: Any, dataset, train: bool, seed: Optional[int] = None):
     return episodes
 
 
+def feature_cache(model: nn.Module) -> contextlib.AbstractContextManager:
+    """The model's evaluation feature cache block (``cached_backbone()``, e.g.
+    :meth:`segproto.models.hdmnet.HDMNet.cached_backbone`) if it has one, else a no-op block.
+    ``model`` may be a method (``.model``) or a DDP wrapper (``.module``)."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "model", inner)
+    ctx = getattr(inner, "cached_backbone", None)
+    return ctx() if callable(ctx) else contextlib.nullcontext()
+
+
 @torch.no_grad()
 def evaluate_fewshot(model: nn.Module, loader: DataLoader, class_ids: list[int], class_names: list[str],
                      device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
@@ -86,12 +97,13 @@ def evaluate_fewshot(model: nn.Module, loader: DataLoader, class_ids: list[int],
     was_training = model.training
     model.eval()
     ev = FewShotEvaluator(class_ids, device=device)
-    for batch in loader:
-        img = batch["img"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(img, support_img=batch["support_img"].to(device, non_blocking=True),
-                           support_mask=batch["support_mask"].to(device, non_blocking=True))
-        ev.update(logits.float().argmax(1), batch["gt"].to(device), batch["cls"])
+    with feature_cache(model):  # frozen-backbone features of repeated images are computed once
+        for batch in loader:
+            img = batch["img"].to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(img, support_img=batch["support_img"].to(device, non_blocking=True),
+                               support_mask=batch["support_mask"].to(device, non_blocking=True))
+            ev.update(logits.float().argmax(1), batch["gt"].to(device), batch["cls"])
     ev.all_reduce()
     out = ev.compute()
     model.train(was_training)

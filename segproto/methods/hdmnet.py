@@ -72,7 +72,8 @@ class HDMNetMethod(nn.Module):
         """
         m, f = cfg.model, cfg.fewshot
         model = HDMNet(m.backbone, m.pretrained, m.pretrained_strict, dim=f.dim, temperature=f.temperature,
-                       prior_scale=f.prior_scale, match_tile=f.match_tile, **dict(m.backbone_kwargs))
+                       prior_scale=f.prior_scale, match_tile=f.match_tile, feature_cache_mb=f.feature_cache_mb,
+                       **dict(m.backbone_kwargs))
         if f.backbone_checkpoint:
             path = str(f.backbone_checkpoint).format(fold=f.fold, shots=f.shots)  # e.g. .../base_fold{fold}/...
             model.load_backbone_state(backbone_state_from_checkpoint(path), f"fewshot.backbone_checkpoint {path}")

@@ -31,7 +31,9 @@ K-shot re-weighting (BAM extras, not in methods.md).
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+import contextlib
+import hashlib
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,8 @@ from segproto import ops
 from .backbones import Backbone, build_backbone
 from .heads import ConvBNReLU
 
-__all__ = ["HDMNet", "query_softmax_attention", "dense_query_softmax_attention", "correlation_map"]
+__all__ = ["HDMNet", "FrozenFeatureCache", "query_softmax_attention", "dense_query_softmax_attention",
+           "correlation_map"]
 
 COS_EPS = 1e-7  # norm clamp of the cosine, as segproto.ops.masked_cosine_correlation
 
@@ -297,6 +300,63 @@ def _masked_average(feat: Tensor, mask: Tensor) -> Tensor:
     return (feat * mask).sum((2, 3)) / (mask.sum((2, 3)) + 5e-4)
 
 
+# --- evaluation: per-image memo of the frozen backbone --------------------------------------------
+
+class FrozenFeatureCache:
+    """Memo of a frozen module's per-sample outputs, keyed by the bytes of each input sample.
+
+    Episodic evaluation draws its queries and masked supports from a few hundred images again and
+    again (1000 episodes x seeds x (K + 1) images). The backbone is frozen and in eval mode, so a
+    sample's features depend on its pixels alone: each distinct input is run once, the rest are
+    looked up (a 16-byte BLAKE2b digest of the sample's bytes, with its dtype, shape and the
+    autocast state, is the key). At most ``max_mb`` MiB of features are held; past that, new inputs
+    are computed and not stored. Values equal the uncached ones up to the rounding of batched
+    kernels (a sample is computed in the batch of the first call that misses it).
+
+    Args:
+        max_mb: Size bound of the stored features, MiB.
+    """
+
+    def __init__(self, max_mb: float) -> None:
+        self.max_bytes = int(max_mb * 2 ** 20)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._store: Dict[tuple, Tuple[Tensor, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def _keys(self, x: Tensor) -> List[tuple]:
+        dev = x.device.type
+        amp = str(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else None
+        host = x.detach().to("cpu").contiguous()
+        flat = host.reshape(host.shape[0], -1).view(torch.uint8).numpy()  # any dtype, as bytes
+        return [(str(x.dtype), tuple(x.shape[1:]), amp, hashlib.blake2b(row.data, digest_size=16).digest())
+                for row in flat]
+
+    def __call__(self, fn: Callable[[Tensor], Sequence[Tensor]], x: Tensor) -> List[Tensor]:
+        """``fn(x)`` (a list of ``[N, ...]`` tensors) with each sample of ``x`` computed at most once."""
+        keys = self._keys(x)
+        found: Dict[tuple, Tuple[Tensor, ...]] = {k: self._store[k] for k in keys if k in self._store}
+        todo: Dict[tuple, int] = {}
+        for i, k in enumerate(keys):
+            if k not in found:
+                todo.setdefault(k, i)
+        self.hits += len(keys) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            out = fn(x[list(todo.values())])
+            for j, k in enumerate(todo):
+                feats = tuple(o[j].clone() for o in out)  # own storage: the batch is not kept alive
+                found[k] = feats
+                size = sum(f.numel() * f.element_size() for f in feats)
+                if self.bytes + size <= self.max_bytes:
+                    self._store[k] = feats
+                    self.bytes += size
+        per_sample = [found[k] for k in keys]
+        return [torch.stack([s[level] for s in per_sample]) for level in range(len(per_sample[0]))]
+
+
 class HDMNet(nn.Module):
     """HDMNet few-shot segmenter (see the module docstring).
 
@@ -310,14 +370,17 @@ class HDMNet(nn.Module):
         match_heads: Heads of the matching attention.
         temperature: Matching score temperature. prior_scale: Priors are multiplied by this.
         match_tile: Query positions per matching tile (bounds the matching's peak memory).
+        feature_cache_mb: Bound of the evaluation feature cache (:meth:`cached_backbone`); 0: off.
     """
 
     def __init__(self, backbone: str = "resnet50", pretrained=None, strict: bool = True, dim: int = 64,
                  mid_dim: int = 256, heads: Sequence[int] = (2, 4, 8), sr_ratios: Sequence[int] = (4, 2, 1),
                  strides: Sequence[int] = (1, 2, 2), match_heads: int = 2, temperature: float = 0.1,
                  prior_scale: float = 10.0, match_tile: int = 4096, mlp_ratio: int = 4, dropout: float = 0.1,
-                 mid_dropout: float = 0.5, **backbone_kwargs) -> None:
+                 mid_dropout: float = 0.5, feature_cache_mb: float = 1024.0, **backbone_kwargs) -> None:
         super().__init__()
+        self.feature_cache_mb = feature_cache_mb
+        self._feature_cache: Optional[FrozenFeatureCache] = None
         if not (len(heads) == len(sr_ratios) == len(strides)):
             raise ValueError(f"heads {heads}, sr_ratios {sr_ratios} and strides {strides} need one entry per stage")
         self.backbone: Backbone = build_backbone(backbone, 8, pretrained, strict, **backbone_kwargs)
@@ -348,6 +411,25 @@ class HDMNet(nn.Module):
         super().train(mode)
         self.backbone.eval()
         return self
+
+    @contextlib.contextmanager
+    def cached_backbone(self) -> Iterator[Optional[FrozenFeatureCache]]:
+        """Within the block, eval-mode forwards take the frozen backbone's features from a
+        :class:`FrozenFeatureCache` (bounded by ``feature_cache_mb``; 0 turns it off). Nested blocks
+        share the outermost cache; it is dropped when that block ends. Training-mode forwards
+        never use it (their inputs are augmented anew at every step)."""
+        if self._feature_cache is not None or self.feature_cache_mb <= 0:
+            yield self._feature_cache
+            return
+        self._feature_cache = FrozenFeatureCache(self.feature_cache_mb)
+        try:
+            yield self._feature_cache
+        finally:
+            self._feature_cache = None
+
+    def _frozen(self, x: Tensor) -> List[Tensor]:
+        cache = self._feature_cache
+        return self.backbone(x) if cache is None or self.training else cache(self.backbone, x)
 
     def load_backbone_state(self, state: dict, source: str = "state dict") -> None:
         """Loads backbone weights (keys relative to the backbone); raises naming missing/extra keys."""
@@ -385,8 +467,8 @@ class HDMNet(nn.Module):
         b, k = support_img.shape[:2]
         fg = (support_mask == 1).to(support_img.dtype).flatten(0, 1)[:, None]  # [B*K, 1, H, W]
         with torch.no_grad():
-            qf = self.backbone(query_img)  # [layer1..layer4]
-            sf = self.backbone(support_img.flatten(0, 1) * fg)  # masked supports, [B*K, C, h, w] each
+            qf = self._frozen(query_img)  # [layer1..layer4]
+            sf = self._frozen(support_img.flatten(0, 1) * fg)  # masked supports, [B*K, C, h, w] each
         prior = self._priors(qf, sf, fg, k)  # [B, 2, h, w]
         q_mid = self.down_query(torch.cat([qf[-2], qf[-3]], 1))  # [B, 256, h, w]
         s_mid = self.down_supp(torch.cat([sf[-2], sf[-3]], 1))  # [B*K, 256, hs, ws]

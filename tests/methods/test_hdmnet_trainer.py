@@ -114,6 +114,14 @@ def test_segproto_test_averages_episode_seeds(stage_one, tiny_root, tmp_path):
         mean = sum(vals) / 3
         assert res[f"{key}_std"] == pytest.approx((sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
     assert res["shots"] == 1 and res["fold"] == 0
+    # the evaluation feature cache (on by default) changes nothing but the time
+    off = tmp_path / "nocache.json"
+    assert test_main([str(path), str(tmp_path / "run" / "iter_4.pth"), "--out", str(off),
+                      "--cfg-options", "fewshot.feature_cache_mb=0"]) == 0
+    plain = json.loads(off.read_text())["seeds"]
+    for s in ("0", "1", "2"):
+        for key in ("mIoU", "FB-IoU"):
+            assert seeds[s][key] == pytest.approx(plain[s][key], abs=1e-6), (s, key)
 
 
 def test_few_shot_config_errors_name_the_key(tiny_root, tmp_path):

@@ -8,7 +8,8 @@ from segproto import ops
 from segproto.config import config_from_dict
 from segproto.methods import METHODS
 from segproto.methods.hdmnet import HDMNetMethod
-from segproto.models.hdmnet import HDMNet, dense_query_softmax_attention, query_softmax_attention
+from segproto.models.hdmnet import (FrozenFeatureCache, HDMNet, dense_query_softmax_attention,
+                                     query_softmax_attention)
 
 F64 = torch.float64
 
@@ -110,6 +111,10 @@ def test_forward_backward_shapes_and_frozen_backbone(model, shots, size, sizes):
     for name, p in model.named_parameters():
         if name.startswith("backbone."):
             assert not p.requires_grad and p.grad is None, name
+        elif size == 32 and name.startswith("stages.2.") and name.endswith("attn.q.weight"):
+            # the coarsest stage of a 32-px input attends over a single key: the softmax is the
+            # constant 1, so the query projection's gradient is 0 exactly (rounding may leave ~1e-9)
+            assert p.grad is not None and p.grad.abs().max() < 1e-6, name
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
 
@@ -198,3 +203,86 @@ def test_backbone_checkpoint_loading(tmp_path):
     torch.save({"model": {f"segmentor.backbone.{k}": v for k, v in list(src.items())[:-3]}}, bad)
     with pytest.raises(ValueError, match="missing"):
         HDMNetMethod.from_config(method_cfg(backbone_checkpoint=str(bad)), 2)
+
+
+# --- the evaluation feature cache -----------------------------------------------------------------
+
+def per_sample_fn(calls):
+    """Two outputs per sample, each a function of that sample alone; records every batch size."""
+    def fn(x):
+        calls.append(x.shape[0])
+        return [x * 2 + 1, x.flatten(1).sum(1, keepdim=True)]
+    return fn
+
+
+def test_feature_cache_computes_each_distinct_sample_once():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(3, 4, 4, generator=g) for _ in range(3))
+    calls, cache = [], FrozenFeatureCache(max_mb=1)
+    fn = per_sample_fn(calls)
+    for x in (torch.stack([a, b, a]), torch.stack([b, c]), torch.stack([c, a, b, c])):
+        got, want = cache(fn, x), fn(x)
+        calls.pop()  # the reference call above
+        assert all(torch.equal(u, v) for u, v in zip(got, want))
+    assert calls == [2, 1]  # {a, b} in the first batch, c in the second, nothing after
+    assert (len(cache), cache.misses, cache.hits) == (3, 3, 6)
+    assert cache.bytes == 3 * (3 * 4 * 4 + 1) * 4
+    assert cache(fn, torch.stack([a.double()]))[0].dtype == torch.float64 and calls[-1] == 1  # dtype is in the key
+    assert cache(fn, a.reshape(1, 3, 16, 1))[0].shape == (1, 3, 16, 1) and calls[-1] == 1  # so is the shape
+
+
+def test_feature_cache_over_its_bound_stores_nothing_and_stays_correct():
+    x = torch.randn(4, 3, 8, 8)
+    calls, cache = [], FrozenFeatureCache(max_mb=100 / 2 ** 20)  # 100 bytes: less than one sample's features
+    fn = per_sample_fn(calls)
+    for _ in range(2):
+        assert all(torch.equal(u, v) for u, v in zip(cache(fn, x), [x * 2 + 1, x.flatten(1).sum(1, keepdim=True)]))
+    assert calls == [4, 4] and len(cache) == 0 and cache.bytes == 0
+
+
+def counting_backbone(model):
+    seen = []
+    forward = model.backbone.forward
+
+    def wrapped(x):
+        seen.append(x.shape[0])
+        return forward(x)
+    model.backbone.forward = wrapped
+    return seen
+
+
+def test_cached_model_outputs_equal_uncached_with_fewer_backbone_images():
+    torch.manual_seed(0)
+    m = HDMNet("resnet18", dim=16, mid_dim=32, heads=(1, 2, 2)).double().eval()
+    seen = counting_backbone(m)
+    q, s, sm, _ = episode(b=2, k=2, size=32)
+    q, s = q.double(), s.double()
+    episodes = [(q, s, sm), (q.flip(0), s.flip(0), sm.flip(0)), (q, s, sm)]  # the same images come back
+    with torch.no_grad():
+        plain = [m(*e)["logits"] for e in episodes]
+        n_plain = sum(seen)
+        seen.clear()
+        with m.cached_backbone() as cache:
+            with m.cached_backbone() as inner:  # nested blocks share the outer cache
+                assert inner is cache
+            cached = [m(*e)["logits"] for e in episodes]
+            assert len(cache) == 2 + 4  # two queries, four masked supports
+        assert m._feature_cache is None  # dropped with the block
+    for a, b in zip(plain, cached):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert n_plain == 3 * (2 + 4) and sum(seen) == 2 + 4
+
+
+def test_cache_is_off_in_training_and_at_zero_size():
+    torch.manual_seed(0)
+    m = HDMNet("resnet18", dim=16, feature_cache_mb=0)
+    with m.cached_backbone() as cache:
+        assert cache is None
+    m = HDMNet("resnet18", dim=16)
+    seen = counting_backbone(m)
+    q, s, sm, _ = episode(k=1)
+    with m.cached_backbone() as cache:
+        m.train()
+        m(q, s, sm)
+        m(q, s, sm)
+    assert sum(seen) == 2 * (2 + 2) and len(cache) == 0 and cache.hits == 0
