@@ -108,6 +108,28 @@ def summarise() -> dict:
     return table
 
 
+def paired() -> dict:
+    """{"<fold>_s<seed>": {"<k>shot": distill - no_distill mIoU}} for each (fold, seed) run both ways."""
+    out: dict = {}
+    for wd in sorted(RESULTS.glob("distill_fold*_s*")):
+        other = RESULTS / ("no_" + wd.name)
+        for k in SHOTS:
+            a, b = wd / f"test_{k}shot.json", other / f"test_{k}shot.json"
+            if a.is_file() and b.is_file():
+                diff = json.loads(a.read_text())["mIoU"] - json.loads(b.read_text())["mIoU"]
+                out.setdefault(wd.name[len("distill_fold"):], {})[f"{k}shot"] = diff
+    return out
+
+
+def print_paired(diffs: dict) -> None:
+    print("distillation minus CE only, mIoU, per (fold, training seed):")
+    for k in SHOTS:
+        vals = [d[f"{k}shot"] for d in diffs.values() if f"{k}shot" in d]
+        if vals:
+            print(f"  {k}-shot: " + " ".join(f"{d:+.2f}" for d in vals) + f"  mean {statistics.mean(vals):+.2f}, "
+                  f"{sum(v > 0 for v in vals)} of {len(vals)} positive")
+
+
 def print_table(table: dict) -> None:
     def fmt(v: dict) -> str:
         return f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v["std"] is not None else "")
@@ -133,10 +155,11 @@ def main(argv=None) -> int:
         list(pool.map(lambda f: base_run(f, threads), a.folds))
         jobs = [(v, f, s) for s in a.seeds for f in a.folds for v in a.variants]
         list(pool.map(lambda j: hdmnet_run(*j, threads), jobs))
-    table = summarise()
+    table, diffs = summarise(), paired()
     print_table(table)
+    print_paired(diffs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hdmnet.json").write_text(json.dumps(table, indent=2))
+    (RESULTS / "hdmnet.json").write_text(json.dumps({**table, "paired_mIoU_difference": diffs}, indent=2))
     return 0
 
 
