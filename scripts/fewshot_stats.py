@@ -7,8 +7,9 @@ Prints and writes ``benchmarks/results/fewshot/stats.json``:
 - the paired distillation minus CE-only mIoU per fold (mean over training seeds),
 - the per-class IoU at 1 and 5 shots per fold and variant (mean over training and episode seeds),
   read from the kept ``test_<k>shot.json`` files,
-- the share of foreground query pixels in the fold's training episodes (the first ``--episodes``)
-  and in its seed-0 test episodes, against the last logged ``pred_fg`` (the model's foreground
+- the share of foreground query pixels in ``--episodes`` base-class episodes of the training split
+  (a seeded draw from the distribution training samples, not one run's exact episodes) and in the
+  seed-0 episodes of ``data.test_split`` (what ``segproto.test`` scores), against the last logged ``pred_fg`` (the model's foreground
   share on training queries) of each run still in ``work_dirs/fewshot``.
 """
 
@@ -45,20 +46,22 @@ def per_class(fold: int, variant: str, shots: int) -> dict:
 
 
 def foreground_share(fold: int, episodes: int) -> dict:
-    """Foreground share (%) of the labelled query pixels: training and seed-0 test episodes."""
+    """Foreground share (%) of the labelled query pixels: {"train": training-split episodes,
+    "test": seed-0 episodes of ``data.test_split``}."""
     from segproto.config import load_config
     from segproto.engine.builder import build_split
 
-    cfg = load_config(str(fs.REPO / "configs/hdmnet/quickstart.yaml"), [f"fewshot.fold={fold}"])
+    cfg = load_config(str(fs.REPO / fs.CFG), [f"fewshot.fold={fold}"])
     out = {}
-    for split, train, n in (("train", True, episodes), ("val", False, cfg.fewshot.val_episodes)):
+    for key, split, train, n in (("train", cfg.data.train_split, True, episodes),
+                                 ("test", cfg.data.test_split, False, cfg.fewshot.val_episodes)):
         ds = build_split(cfg, split, train)
         fg = tot = 0
         for i in range(min(n, len(ds))):
             gt = ds[i]["gt"]
             fg += int((gt == 1).sum())
             tot += int((gt != cfg.data.ignore_index).sum())
-        out[split] = 100.0 * fg / max(tot, 1)
+        out[key] = 100.0 * fg / max(tot, 1)
     return out
 
 
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         share["pred_fg_last"] = preds
         stats["foreground_percent"][f"fold{f}"] = share
         print(f"fold {f}: foreground share of query pixels: training episodes {share['train']:.2f}%, "
-              f"test episodes {share['val']:.2f}%; last pred_fg per run: "
+              f"test episodes {share['test']:.2f}%; last pred_fg per run: "
               + ", ".join(f"{k} {v:.1f}%" for k, v in preds.items()))
     out = fs.RESULTS / "stats.json"
     out.write_text(json.dumps(stats, indent=1) + "\n")
