@@ -40,6 +40,8 @@ timeout 90 python3 -m benchmarks.ops --device cuda --out "$OUT/ops-cuda.json"
 
 step "PiCo step overhead (quickstart model)"
 timeout 120 python3 -m benchmarks.pico_overhead --device cuda --steps 30 --out "$OUT/pico_overhead_cuda.json"
+timeout 150 python3 -m benchmarks.pico_overhead --device cuda --size paper --steps 5 --profile \
+    --out "$OUT/pico_overhead_paper_cuda.json"
 
 step "HDMNet matching memory (5-shot, COCO-20i sizes)"
 timeout 150 python3 -m benchmarks.hdmnet_memory --device cuda --out "$OUT/hdmnet_memory_cuda.json"

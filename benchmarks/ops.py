@@ -75,10 +75,14 @@ def bench_memory_bank(device, b, h, w, d, k, v, m, reps):
     gen = torch.Generator(device=device).manual_seed(0)
     bank, ptr, count = torch.zeros(k, m, d, device=device), torch.zeros(k, dtype=torch.long, device=device), torch.zeros(k, dtype=torch.long, device=device)
 
-    def ours():
-        img, pix, cls = ops.sample_per_class(labels, v, k, generator=gen)
-        feats = emb.flatten(2)[img, :, pix]  # [S, D]
-        ops.memory_bank_push_(bank, ptr, count, feats, cls)
+    image = torch.arange(b, device=device).view(b, 1, 1)
+    classes = torch.arange(k, device=device).view(1, k, 1)
+
+    def ours():  # what PiCo's memory update does: a fixed-shape [B, K, V] draw, -1 rows skipped
+        table = ops.sample_per_class_dense(labels, v, k, generator=gen)
+        feats = emb.flatten(2)[image, :, table.clamp_min(0)].reshape(-1, d)  # [B * K * V, D]
+        cls = torch.where(table >= 0, classes, -1).reshape(-1)
+        ops.memory_bank_push_(bank, ptr, count, feats, cls, ignore_index=-1)
 
     flat = emb.flatten(2)
     t_ours = timeit(ours, device, reps)

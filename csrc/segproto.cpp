@@ -15,6 +15,8 @@ TORCH_LIBRARY(segproto, m) {
   m.def("masked_cosine_prior(Tensor query, Tensor support, Tensor mask, float eps=1e-07) -> Tensor");
   m.def("prcl_negatives_(Tensor(a!) pix, Tensor(b!) cls, Tensor counts, Tensor words, Tensor pixels, "
         "Tensor start, Tensor count, int fill) -> Tensor");
+  m.def("select_per_class(Tensor labels, Tensor keys, int num_per_class, int num_classes, "
+        "int ignore_index=255) -> Tensor");
 }
 
 // `import segproto._C` loads this library, which runs the registrations above. The module itself

@@ -141,3 +141,18 @@ def prcl_negatives_(pix: Tensor, cls: Tensor, counts: Tensor, words: Tensor, pix
     rows = torch.nonzero(mass).squeeze(1)
     hit = torch.nonzero(prod.bitwise_and(low) < n)
     return rows[hit[:, 0]] * m + hit[:, 1]
+
+
+def select_per_class(labels: Tensor, keys: Tensor, num_per_class: int, num_classes: int,
+                     ignore_index: int = 255) -> Tensor:
+    """Pair by pair: the pixels of class c (not ignore_index) in image b, sorted by (key as float64,
+    pixel), the first V of them, then -1."""
+    check_labels(labels, num_classes, ignore_index, "select_per_class")
+    b, n = labels.shape
+    out = torch.full((b, num_classes, num_per_class), -1, dtype=torch.long)
+    for i in range(b):
+        lab, key = labels[i].tolist(), keys[i].double().tolist()
+        for c in range(num_classes):
+            pix = sorted((key[j], j) for j in range(n) if lab[j] == c != ignore_index)[:num_per_class]
+            out[i, c, :len(pix)] = torch.tensor([j for _, j in pix], dtype=torch.long)
+    return out

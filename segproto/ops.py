@@ -29,6 +29,9 @@ __all__ = [
     "masked_cosine_correlation",
     "masked_cosine_prior",
     "sample_per_class",
+    "sample_per_class_dense",
+    "uniform_pixel_keys",
+    "select_per_class",
     "prcl_negatives_",
     "has_prcl_negatives_kernel",
 ]
@@ -212,6 +215,88 @@ def masked_cosine_prior(query: Tensor, support: Tensor, mask: Tensor, eps: float
     return ref.masked_cosine_prior(query, support, mask, eps)
 
 
+def select_per_class(labels: Tensor, keys: Tensor, num_per_class: int, num_classes: int,
+                     ignore_index: int = 255, check: bool = True) -> Tensor:
+    """Per (image, class), the ``num_per_class`` pixels with the smallest keys (``docs/ops.md``).
+
+    Args:
+        labels: [B, N] int64 per-image labels (flatten spatial dims first).
+        keys: [B, N] floating, one key per pixel (keys of ``ignore_index`` pixels are not read).
+        num_per_class: V. num_classes: K; a label outside [0, K) other than ``ignore_index`` raises.
+        check: validate the labels. The CPU kernel always does (in its single pass); on other
+            devices the check costs a host sync, and ``check=False`` skips it for labels the caller
+            has already validated (out-of-range labels are then ignored, never written out).
+
+    Returns:
+        [B, K, V] int64: for each (image b, class c), the pixels ``i`` with ``labels[b, i] == c``
+        in increasing ``(keys[b, i], i)`` order, the first ``min(n, V)`` of them, then -1.
+    """
+    if labels.dim() != 2 or keys.shape != labels.shape:
+        raise ValueError(f"select_per_class: labels and keys must both be [B, N], got {tuple(labels.shape)} "
+                         f"and {tuple(keys.shape)}")
+    if num_per_class < 0 or num_classes < 0:
+        raise ValueError(f"select_per_class: num_per_class and num_classes must be >= 0, got {num_per_class} "
+                         f"and {num_classes}")
+    if _EXT and labels.device.type == "cpu":
+        return torch.ops.segproto.select_per_class(labels, keys, num_per_class, num_classes, ignore_index)
+    if check:
+        ref.check_labels(labels, num_classes, ignore_index, "select_per_class")
+    return _select_per_class_sorted(labels, keys, num_per_class, num_classes, ignore_index)
+
+
+def _select_per_class_sorted(labels: Tensor, keys: Tensor, v: int, k: int, ignore_index: int) -> Tensor:
+    """:func:`select_per_class` as fixed-shape ATen calls (two stable sorts, a scatter): no host
+    sync, so the CUDA path of PiCo's memory update never waits on the device. Labels are not checked
+    here; out-of-range ones are dropped with the ignored pixels."""
+    b, n = labels.shape
+    dev = labels.device
+    if b * k * v == 0:
+        return torch.full((b, k, v), -1, dtype=torch.long, device=dev)
+    flat = labels.reshape(-1)
+    valid = (flat != ignore_index) & (flat >= 0) & (flat < k)
+    image = torch.arange(b, device=dev).repeat_interleave(n)
+    pair = torch.where(valid, image * k + flat, b * k)  # b * k: the bin of every dropped pixel
+    order = torch.sort(keys.reshape(-1), stable=True)[1]  # by (key, pixel) ...
+    grouped, by_pair = torch.sort(pair[order], stable=True)
+    order = order[by_pair]  # ... grouped by pair
+    first = torch.searchsorted(grouped, torch.arange(b * k + 1, device=dev))  # (bincount reads the device)
+    rank = torch.arange(b * n, device=dev) - first[grouped]
+    slot = torch.where((rank < v) & (grouped < b * k), grouped * v + rank.clamp(max=v - 1), b * k * v)
+    out = torch.full((b * k * v + 1,), -1, dtype=torch.long, device=dev)
+    out.scatter_(0, slot, order % n)
+    return out[:-1].view(b, k, v)
+
+
+def uniform_pixel_keys(labels: Tensor, ignore_index: int = 255,
+                       generator: Optional[torch.Generator] = None) -> Tensor:
+    """Uniform random keys in [0, 1), shaped like ``labels``, for the per-pixel draws of
+    :func:`sample_per_class_dense` and PiCo's anchor sampler. On CPU the valid pixels take consecutive
+    draws in flat order (what segproto drew before ``select_per_class`` existed, so seeded CPU runs
+    are unchanged); elsewhere every pixel takes one draw (no host sync for the valid count)."""
+    if labels.device.type != "cpu":
+        return torch.rand(labels.shape, generator=generator, device=labels.device)
+    flat = labels.reshape(-1)
+    valid = torch.nonzero(flat != ignore_index).squeeze(1)
+    keys = torch.ones(flat.shape)
+    keys[valid] = torch.rand(valid.numel(), generator=generator)
+    return keys.view(labels.shape)
+
+
+def sample_per_class_dense(labels: Tensor, num_per_class: int, num_classes: int, ignore_index: int = 255,
+                           generator: Optional[torch.Generator] = None, check: bool = True) -> Tensor:
+    """Up to ``num_per_class`` distinct uniformly random pixels of each (image, class), seeded, as a
+    fixed-shape ``[B, K, V]`` table (``-1`` where a pair has fewer than V pixels).
+
+    :func:`select_per_class` on uniform keys from ``generator`` (on ``labels.device``). The shape
+    does not depend on the labels, so nothing waits for the device; PiCo's memory update pushes the
+    table as it is (``-1`` rows get an ignored class). ``check``: as in :func:`select_per_class`.
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"sample_per_class: labels must be [B, N], got shape {tuple(labels.shape)}")
+    keys = uniform_pixel_keys(labels, ignore_index, generator)
+    return select_per_class(labels, keys, num_per_class, num_classes, ignore_index, check)
+
+
 def sample_per_class(
     labels: Tensor,
     num_per_class: int,
@@ -221,9 +306,7 @@ def sample_per_class(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Uniformly draws up to ``num_per_class`` pixels of each (image, class), without replacement.
 
-    Vectorised (a random key per pixel; the smallest V keys of each (image, class) are kept; only
-    candidates below a per-pair threshold are sorted; no Python loop over images or classes) and
-    fully determined by ``generator`` (which must live on ``labels.device``).
+    :func:`sample_per_class_dense` with the ``-1`` entries dropped (one host sync for the count).
 
     Args:
         labels: [B, N] int64 per-image labels (flatten spatial dims first).
@@ -231,33 +314,14 @@ def sample_per_class(
         num_classes: K; labels outside [0, K) other than ``ignore_index`` raise.
 
     Returns:
-        (image index [S], pixel index [S], class [S]) sorted by (image, class): for each pair with
-        n pixels, min(n, V) distinct pixels of that class.
+        (image index [S], pixel index [S], class [S]) sorted by (image, class), within a pair in
+        draw order: for each pair with n pixels, min(n, V) distinct pixels of that class.
     """
-    if labels.dim() != 2:
-        raise ValueError(f"sample_per_class: labels must be [B, N], got shape {tuple(labels.shape)}")
-    ref.check_labels(labels, num_classes, ignore_index, "sample_per_class")
-    b, n = labels.shape
-    flat = labels.reshape(-1)
-    valid = torch.nonzero(flat != ignore_index).squeeze(1)  # [Nv], increasing
-    key = torch.div(valid, n, rounding_mode="floor") * num_classes + flat[valid]  # image * K + class
-    noise = torch.rand(valid.numel(), generator=generator, device=labels.device)
-    # The draw keeps, per key, the num_per_class pixels with the smallest noise. Only those can
-    # matter, so sort just the candidates with noise below a per-key threshold (about 4V
-    # expected) plus every pixel of a key whose candidates fall short: same result, no full sort.
-    sizes = torch.bincount(key, minlength=b * num_classes)
-    cand = noise < (4.0 * num_per_class / sizes.clamp_min(1)).clamp(max=1.0)[key]
-    short = torch.bincount(key[cand], minlength=b * num_classes) < sizes.clamp(max=num_per_class)
-    cand = torch.nonzero(cand | short[key]).squeeze(1)
-    ckey = key[cand]
-    order = torch.argsort(noise[cand])  # random order within a key ...
-    order = order[torch.argsort(ckey[order], stable=True)]  # ... grouped by key
-    gkey = ckey[order]
-    counts = torch.bincount(gkey, minlength=b * num_classes)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(gkey.numel(), device=labels.device) - first[gkey]
-    pick = valid[cand[order[rank < num_per_class]]]
-    return torch.div(pick, n, rounding_mode="floor"), pick % n, flat[pick]
+    table = sample_per_class_dense(labels, num_per_class, num_classes, ignore_index, generator)
+    b, k, v = table.shape
+    hit = torch.nonzero(table.reshape(-1) >= 0).squeeze(1)  # increasing: (image, class, draw) order
+    pair = torch.div(hit, v, rounding_mode="floor")
+    return torch.div(pair, k, rounding_mode="floor"), table.reshape(-1)[hit], pair % k
 
 
 def has_prcl_negatives_kernel(t: Tensor) -> bool:
@@ -314,6 +378,10 @@ if _EXT:
     @torch.library.register_fake("segproto::masked_cosine_prior")
     def _prior_fake(query, support, mask, eps=1e-7):
         return query.new_empty((query.shape[0], query.shape[2]))
+
+    @torch.library.register_fake("segproto::select_per_class")
+    def _select_per_class_fake(labels, keys, num_per_class, num_classes, ignore_index=255):
+        return labels.new_empty((labels.shape[0], num_classes, num_per_class))
 
     @torch.library.register_fake("segproto::prcl_negatives_")
     def _prcl_negatives_fake(pix, cls, counts, words, pixels, start, count, fill):

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segproto import ops
+
 __all__ = [
     "AnchorSample",
     "Synthesized",
@@ -279,11 +281,28 @@ class _PrecomputedGrad(torch.autograd.Function):
         return g * grad, None, None
 
 
-def _filled_rows(banks: list[Tensor], cnt: Tensor, sizes: list[int], dtype: torch.dtype) -> Tensor:
+def _scratch(workspace: Optional[dict], name: str, shape: tuple[int, ...], like: Tensor,
+             dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An uninitialised tensor of ``shape``; with a CPU ``workspace`` (a dict the caller keeps across
+    calls), a view of a buffer kept there and grown when too small. Large fresh CPU allocations are
+    mmap'ed and zero-filled page by page by the OS at first touch (a 700 MB logit matrix: ~0.1 s per
+    step); GPUs have PyTorch's caching allocator instead, so there the workspace is not used."""
+    dtype = dtype or like.dtype
+    if workspace is None or like.device.type != "cpu":
+        return like.new_empty(shape, dtype=dtype)
+    numel = math.prod(shape)
+    buf = workspace.get(name)
+    if buf is None or buf.dtype != dtype or buf.numel() < numel:
+        buf = workspace[name] = like.new_empty((numel,), dtype=dtype)
+    return buf[:numel].view(shape)
+
+
+def _filled_rows(banks: list[Tensor], cnt: Tensor, sizes: list[int], dtype: torch.dtype,
+                 workspace: Optional[dict] = None) -> Tensor:
     """The written slots of every bank as one ``[F, D]`` copy: bank by bank, class-major within a
     bank (``bank[c, :cnt[b, c]]`` for c = 0..K-1). ``sizes[b] = cnt[b].sum()`` (known on the host)."""
     k, d = banks[0].shape[0], banks[0].shape[2]
-    rows = banks[0].new_empty((sum(sizes), d))
+    rows = _scratch(workspace, "rows", (sum(sizes), d), banks[0])
     start = 0
     for bank, c, size in zip(banks, cnt, sizes):
         m = bank.shape[1]
@@ -297,7 +316,7 @@ def _filled_rows(banks: list[Tensor], cnt: Tensor, sizes: list[int], dtype: torc
 
 def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Tensor], counts: list[Tensor],
                          temperature: float = 0.1, base_temperature: float = 0.07,
-                         ignore_index: int = 255) -> Tensor:
+                         ignore_index: int = 255, workspace: Optional[dict] = None) -> Tensor:
     """:func:`pixel_contrast_loss` against the written slots of per-class memories, without masks.
 
     The value is ``pixel_contrast_loss(anchors, anchor_labels, rows, row_labels, temperature,
@@ -324,6 +343,8 @@ def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Ten
         counts: per memory, ``[K]`` int64 written slots per class (slots ``>= count`` never read).
         temperature, base_temperature, ignore_index: as :func:`pixel_contrast_loss` (memory rows of
             class ``ignore_index``, if any, take no part).
+        workspace: optional dict kept by the caller across calls: on the CPU the ``[N, F]`` logits
+            and the ``[F, D]`` row copy reuse buffers kept there (same results, no page faults).
 
     Returns:
         Scalar loss; 0 with a gradient path when no anchor has a positive (e.g. empty memories).
@@ -337,7 +358,7 @@ def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Ten
     host = cnt.tolist()  # the one host sync: every shape below follows from the counts
     sizes, p_b = [sum(r) for r in host], [max(r) for r in host]  # rows per bank, most rows of a class
     f = sum(sizes)
-    rows = _filled_rows(banks, cnt, sizes, dt)  # [F, D]
+    rows = _filled_rows(banks, cnt, sizes, dt, workspace)  # [F, D]
     need_grad = a.requires_grad and torch.is_grad_enabled()
     ratio = temperature / base_temperature
     grad = None
@@ -353,7 +374,7 @@ def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Ten
         if f == 0 or n == 0:  # no anchor has a positive
             value, grad = ratio * a.new_zeros(()), torch.zeros_like(a) if need_grad else None
         else:
-            sim = (a / temperature) @ rows.t()  # [N, F] logits s_ij
+            sim = torch.mm(a / temperature, rows.t(), out=_scratch(workspace, "sim", (n, f), a))  # [N, F] logits
             first = off[0, y_safe]  # padding of the positive index: a positive of the same anchor
             for b in range(nb - 1, -1, -1):
                 first = torch.where(cnt_y[b] > 0, off[b, y_safe], first)
@@ -400,8 +421,8 @@ class AnchorSample(NamedTuple):
 
 
 def sample_hard_anchors(emb: Tensor, labels: Tensor, preds: Tensor, num_classes: int, max_samples: int,
-                        max_views: int, ignore_index: int = 255,
-                        generator: Optional[torch.Generator] = None) -> AnchorSample:
+                        max_views: int, ignore_index: int = 255, generator: Optional[torch.Generator] = None,
+                        fixed_shape: Optional[bool] = None) -> AnchorSample:
     """Segmentation-aware hard anchor sampling, vectorised (no loop over images or classes).
 
     Every (image b, class c) with more than ``max_views`` labelled pixels takes part; with A such
@@ -413,39 +434,65 @@ def sample_hard_anchors(emb: Tensor, labels: Tensor, preds: Tensor, num_classes:
         emb: [B, N, D] embeddings (N = h * w). labels, preds: [B, N] int64 at the same resolution.
         num_classes: K. max_samples, max_views: as above. ignore_index: unlabelled pixels.
         generator: on ``emb.device``.
+        fixed_shape: return exactly ``max_samples`` rows: the ``A * n_view`` anchors first, then
+            padding rows labelled ``ignore_index`` (every PiCo loss leaves those out), so no shape
+            depends on the labels and the only host sync is the label check. Default: True on
+            every device but the CPU (where a sync costs nothing and padding would cost loss compute).
 
     Returns:
-        :class:`AnchorSample`.
+        :class:`AnchorSample` sorted by (image, class), easy before hard (padding last);
+        ``hard_frac`` is over the drawn anchors.
     """
-    b, n, d = emb.shape
-    dev = emb.device
+    b, n, _ = emb.shape
+    dev, k = emb.device, num_classes
+    fixed = dev.type != "cpu" if fixed_shape is None else fixed_shape
     flat = labels.reshape(-1)
-    valid = torch.nonzero(flat != ignore_index).squeeze(1)  # [Nv]
-    lab = flat[valid]
-    bad = (lab < 0) | (lab >= num_classes)
+    valid = flat != ignore_index
+    bad = valid & ((flat < 0) | (flat >= k))
     if bool(bad.any()):
-        raise ValueError(f"sample_hard_anchors: label {int(lab[bad][0])} is outside [0, {num_classes}) "
+        raise ValueError(f"sample_hard_anchors: label {int(flat[bad][0])} is outside [0, {k}) "
                          f"and is not ignore_index ({ignore_index})")
-    pair = torch.div(valid, n, rounding_mode="floor") * num_classes + lab  # image * K + class
-    hard = preds.reshape(-1)[valid] != lab
-    n_pair = torch.bincount(pair, minlength=b * num_classes)
+    # random order within a group = ascending (key, pixel); on the CPU the keys are the draws of
+    # earlier releases (seeded CPU runs unchanged), elsewhere drawn without a host sync
+    keys = ops.uniform_pixel_keys(labels, ignore_index, generator).reshape(-1)
+    pair = torch.where(valid, torch.arange(b * n, device=dev) // n * k + flat, b * k)  # b * k: ignored
+    hard = valid & (preds.reshape(-1) != flat)
+    group = 2 * pair + hard.long()  # 2 * b * k: ignored pixels
+    order = torch.sort(keys, stable=True)[1]
+    g, by_group = torch.sort(group[order], stable=True)
+    order = order[by_group]  # by group, random within a group
+    # group sizes by a search in the sorted groups (bincount would read the device twice on a GPU)
+    first = torch.searchsorted(g, torch.arange(2 * b * k + 2, device=dev))  # [2 * B * K + 2]
+    size = first[1:] - first[:-1]  # [2 * B * K + 1]
+    n_hard = size[1:2 * b * k:2]
+    n_pair = size[0:2 * b * k:2] + n_hard
     eligible = n_pair > max_views
-    n_eligible = int(eligible.sum())
-    n_view = min(max_samples // n_eligible, max_views) if n_eligible else 0
-    n_hard = torch.bincount(pair[hard], minlength=b * num_classes)
+    n_eligible = eligible.sum()
+    n_view = torch.where(n_eligible > 0, (max_samples // n_eligible.clamp(min=1)).clamp(max=max_views), 0)
     keep_hard = torch.minimum(n_hard, torch.clamp(n_view - (n_pair - n_hard), min=n_view // 2))
-    keep_hard = torch.where(eligible, keep_hard, torch.zeros_like(keep_hard))
-    keep_easy = torch.where(eligible, n_view - keep_hard, torch.zeros_like(keep_hard))
+    keep_hard = torch.where(eligible, keep_hard, 0)
+    keep_easy = torch.where(eligible, n_view - keep_hard, 0)
     quota = torch.stack([keep_easy, keep_hard], 1).reshape(-1)  # [2 * B * K], group = 2 * pair + hard
-    group = 2 * pair + hard.long()
-    shuffled = torch.argsort(torch.rand(valid.numel(), generator=generator, device=dev), stable=True)
-    order = shuffled[torch.argsort(group[shuffled], stable=True)]  # by group, random within a group
-    g = group[order]
-    size = torch.bincount(g, minlength=2 * b * num_classes)
-    rank = torch.arange(g.numel(), device=dev) - (torch.cumsum(size, 0) - size)[g]
-    take = order[rank < quota[g]]
-    idx = valid[take]
+    quota = torch.cat([quota, quota.new_zeros(1)])  # the ignored pixels' group takes nothing
+    rank = torch.arange(b * n, device=dev) - first[g]
+    drawn = rank < quota[g]
+    if fixed:
+        # eligible pair j (in (image, class) order) owns slots [j * n_view, (j + 1) * n_view), easy first
+        p = torch.div(g, 2, rounding_mode="floor").clamp(max=b * k - 1)
+        start = (torch.cumsum(eligible.long(), 0) - 1) * n_view
+        slot = start[p] + (g % 2) * keep_easy[p] + rank
+        out = torch.full((max_samples + 1,), -1, dtype=torch.long, device=dev)
+        out.scatter_(0, torch.where(drawn, slot, max_samples), order)  # slot max_samples: the rest
+        idx = out[:-1]
+        filled = idx >= 0
+        idx = idx.clamp(min=0)
+        lab = torch.where(filled, flat[idx], ignore_index)
+        is_hard = hard[idx] & filled
+        frac = is_hard.sum() / filled.sum().clamp(min=1)
+    else:
+        idx = order[drawn]
+        lab, is_hard = flat[idx], hard[idx]
+        frac = is_hard.float().mean() if is_hard.numel() else emb.new_zeros((), dtype=torch.float32)
     image, pixel = torch.div(idx, n, rounding_mode="floor"), idx % n
-    is_hard = hard[take]
-    frac = is_hard.float().mean() if is_hard.numel() else emb.new_zeros((), dtype=torch.float32)
-    return AnchorSample(emb[image, pixel], flat[idx], image, pixel, is_hard, frac)
+    return AnchorSample(emb[image, pixel], lab, image, pixel, is_hard, frac.float())
+

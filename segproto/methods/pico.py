@@ -100,6 +100,9 @@ class PiCoMethod(SegMethod):
             self._ddp_params_and_buffers_to_ignore = [
                 f"{m}.{b}" for m in ("pixel_memory", "region_memory") for b in ("bank", "ptr", "count")]
         self._generators: dict[str, torch.Generator] = {}
+        # Fixed-shape anchors (padded to max_samples, no host sync): None = everywhere but the CPU.
+        self.fixed_shape: Optional[bool] = None
+        self._loss_workspace: dict = {}  # CPU scratch buffers of memory_contrast_loss (not state)
 
     @classmethod
     def from_config(cls, cfg: Any, num_classes: int, taxonomy=None) -> "PiCoMethod":
@@ -131,26 +134,36 @@ class PiCoMethod(SegMethod):
         """Segmentation-aware hard anchors (``emb [B, N, D]``, ``labels``/``preds`` ``[B, N]``)."""
         c = self.contrast_cfg
         return sample_hard_anchors(emb, labels, preds, self.num_classes, c.max_samples, c.max_views,
-                                   self.ignore_index, gen)
+                                   self.ignore_index, gen, self.fixed_shape)
 
     def memory_rows(self, keys: Tensor, labels: Tensor, gen: torch.Generator) -> tuple[Tensor, ...]:
         """What this step pushes: V random pixels per (image, class) and each (image, class) mean.
+
+        Fixed shapes (a row for every (image, class) slot, class -1 where there is nothing to push,
+        which :meth:`ClassMemory.push_` skips), so the update never waits on the device. The labels
+        are not checked again: :meth:`extra_losses` has checked them in :meth:`sample_anchors`.
 
         Args:
             keys: [B, N, D] detached embeddings. labels: [B, N] int64.
 
         Returns:
-            (pixel rows [S, D], their classes [S], region sums [R, D], their classes [R]); region
-            sums are un-normalised means (the push normalises them).
+            (pixel rows [B * K * V, D], their classes [B * K * V], region sums [B * K, D], their
+            classes [B * K]); rows in (image, class, draw) order; region sums are un-normalised
+            means (the push normalises them).
         """
         b, n, d = keys.shape
-        k = self.num_classes
-        img, pix, cls = ops.sample_per_class(labels, self.contrast_cfg.pixels_per_class, k, self.ignore_index, gen)
-        offset = torch.arange(b, device=labels.device).unsqueeze(1) * k
-        region = torch.where(labels != self.ignore_index, labels + offset, torch.full_like(labels, _NO_LABEL))
-        sums, counts = ops.class_sums(keys.reshape(b * n, d), region.reshape(-1), b * k, ignore_index=_NO_LABEL)
-        present = torch.nonzero(counts > 0).squeeze(1)  # keys b * K + c, increasing
-        return keys[img, pix], cls, sums[present], present % k
+        k, v = self.num_classes, self.contrast_cfg.pixels_per_class
+        dev = labels.device
+        table = ops.sample_per_class_dense(labels, v, k, self.ignore_index, gen, check=False)  # [B, K, V]
+        image = torch.arange(b, device=dev).view(b, 1)
+        keys = keys.reshape(b * n, d)  # one contiguous copy (keys is a transposed view), read twice
+        rows = keys.index_select(
+            0, torch.where(table >= 0, table + image.unsqueeze(2) * n, 0).reshape(-1))
+        cls = torch.where(table >= 0, torch.arange(k, device=dev).view(1, k, 1), _NO_LABEL).reshape(-1)
+        region = torch.where(labels != self.ignore_index, labels + image * k, _NO_LABEL)
+        sums, counts = ops.class_sums(keys, region.reshape(-1), b * k, ignore_index=_NO_LABEL)
+        reg_cls = torch.where(counts > 0, torch.arange(b * k, device=dev) % k, _NO_LABEL)
+        return rows, cls, sums, reg_cls
 
     @torch.no_grad()
     def update_memory(self, keys: Tensor, labels: Tensor, gen: torch.Generator) -> None:
@@ -170,7 +183,8 @@ class PiCoMethod(SegMethod):
         if self.pixel_memory is not None and c.sampling == "all" and c.synth_neg_neg + c.synth_neg_anchor == 0:
             mems = (self.pixel_memory, self.region_memory)  # copied inside: the pushes come later
             return memory_contrast_loss(sample.feats, sample.labels, [m.bank for m in mems], [m.count for m in mems],
-                                        c.temperature, c.base_temperature, self.ignore_index)
+                                        c.temperature, c.base_temperature, self.ignore_index,
+                                        workspace=self._loss_workspace)
         if self.pixel_memory is not None:
             rows = [self.pixel_memory.filled(), self.region_memory.filled()]  # copies: pushes come later
             contrast = torch.cat([r[0] for r in rows])
@@ -200,7 +214,7 @@ class PiCoMethod(SegMethod):
         else:  # zero, but keeps the projection head in the graph (DDP without unused parameters)
             loss = emb.sum() * 0.0
         diag = {"hard_frac": sample.hard_frac.detach(),
-                "num_anchors": torch.tensor(float(sample.labels.numel()), device=emb.device)}
+                "num_anchors": (sample.labels != self.ignore_index).sum().float()}
         if self.pixel_memory is not None:
             self.update_memory(flat.detach(), labels.flatten(1), gen)
             fill = self.pixel_memory.fill_fraction()

@@ -174,6 +174,24 @@ def test_memory_contrast_loss_equals_masked_loss_and_loop(case, t, tb):
     torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
 
 
+def test_memory_contrast_loss_workspace_gives_the_same_bits():
+    """A kept CPU workspace (reused, grown, shrunk, other dtype) changes nothing, and nothing the
+    loss returns aliases it."""
+    ws = {}
+    for i, (case, dtype) in enumerate([(c, d) for c in sorted(MEMORY_CASES) for d in (torch.float32, torch.float64)]):
+        k, sizes, counts, la = MEMORY_CASES[case]
+        banks, cnts, _, _ = memories(k, sizes, counts, 5, 40 + i)
+        banks = [b.to(dtype) for b in banks]
+        la, a = torch.tensor(la), unit(len(la), 5, 50 + i).to(dtype)
+        want, g_want = value_and_grad(lambda x: memory_contrast_loss(x, la, banks, cnts, 0.1, 0.07), a)
+        got, g_got = value_and_grad(lambda x: memory_contrast_loss(x, la, banks, cnts, 0.1, 0.07, workspace=ws), a)
+        assert torch.equal(got, want) and torch.equal(g_got, g_want), case
+        if "sim" in ws:
+            ws["sim"].fill_(float("nan"))  # scribbling on the workspace afterwards changes nothing returned
+            assert torch.equal(got, want) and torch.equal(g_got, g_want)
+    assert set(ws) == {"rows", "sim"}
+
+
 def test_memory_contrast_loss_float32_small_temperature_and_gradcheck():
     banks, cnts, rows, lc = memories(4, (50, 10), ([50, 20, 0, 7], [10, 3, 1, 0]), 8, 32)
     la = torch.arange(24) % 4
@@ -410,6 +428,54 @@ def test_sampler_edge_cases():
     labels[0, 3] = 7
     with pytest.raises(ValueError, match="label 7 is outside"):
         sample_hard_anchors(emb, labels, labels, 4, 100, 3)
+
+
+@pytest.mark.parametrize("seed, max_samples, max_views", [(0, 64, 20), (1, 1024, 30), (2, 30, 10), (4, 80, 400)])
+def test_fixed_shape_sampler_is_the_compact_one_padded(seed, max_samples, max_views):
+    """The sync-free path (the default off the CPU) draws the same anchors, then pads to max_samples."""
+    emb, labels, preds = random_case(seed)
+    draw = lambda fixed: sample_hard_anchors(emb, labels, preds, 5, max_samples, max_views,  # noqa: E731
+                                             generator=torch.Generator().manual_seed(3), fixed_shape=fixed)
+    a, f = draw(False), draw(True)
+    s = a.labels.numel()
+    assert f.labels.shape == (max_samples,) and f.feats.shape == (max_samples, 6)
+    for name in ("feats", "labels", "image", "pixel", "hard"):
+        assert torch.equal(getattr(f, name)[:s], getattr(a, name)), name
+    assert (f.labels[s:] == 255).all() and not f.hard[s:].any()
+    assert f.hard_frac.item() == pytest.approx(a.hard_frac.item()) and f.hard_frac.dtype == torch.float32
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_padded_anchors_leave_the_losses_unchanged(memory):
+    emb, labels, preds = random_case(6)
+    emb = F.normalize(emb, dim=2)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = sample_hard_anchors(emb, labels, preds, 5, 100, 10, generator=gen(), fixed_shape=False)
+    f = sample_hard_anchors(emb, labels, preds, 5, 100, 10, generator=gen(), fixed_shape=True)
+    assert f.labels.numel() > a.labels.numel()
+    g = torch.Generator().manual_seed(1)
+    banks = [F.normalize(torch.randn(5, 7, 6, generator=g), dim=2), F.normalize(torch.randn(5, 3, 6, generator=g), dim=2)]
+    counts = [torch.tensor([7, 0, 3, 7, 1]), torch.tensor([3, 3, 0, 1, 2])]
+    values, grads = [], []
+    for sample in (a, f):
+        x = sample.feats.clone().requires_grad_(True)
+        if memory:
+            loss = memory_contrast_loss(x, sample.labels, banks, counts, 0.1, 0.07)
+        else:
+            loss = pico_contrast_loss(x, sample.labels, sampling="hardest", hard_k=4)
+        loss.backward()
+        values.append(loss.detach())
+        grads.append(x.grad)
+    torch.testing.assert_close(values[1], values[0])
+    torch.testing.assert_close(grads[1][:a.labels.numel()], grads[0])
+    assert (grads[1][a.labels.numel():] == 0).all()
+
+
+def test_fixed_shape_sampler_without_eligible_pairs():
+    emb, labels = torch.randn(2, 10, 3), torch.full((2, 10), 255)
+    labels[0, :3] = 1
+    s = sample_hard_anchors(emb, labels, labels, 4, 16, 3, fixed_shape=True)
+    assert s.labels.shape == (16,) and (s.labels == 255).all() and s.hard_frac.item() == 0.0
 
 
 def test_loss_stays_float32_under_autocast():

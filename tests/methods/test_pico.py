@@ -83,6 +83,11 @@ def test_memory_rows_pixels_and_region_means():
     keys = F.normalize(torch.randn(2, 12, 8, generator=g), dim=2)
     labels = torch.tensor([[0, 0, 0, 1, 1, 255, 3, 3, 3, 3, 0, 1], [4, 4, 4, 4, 4, 4, 0, 255, 255, 2, 2, 2]])
     px, px_cls, reg, reg_cls = m.memory_rows(keys, labels, torch.Generator().manual_seed(1))
+    # fixed shapes: a row per (image, class, draw) and per (image, class); class -1 = nothing to push
+    assert px.shape == (2 * K * 2, 8) and px_cls.shape == (2 * K * 2,) and reg.shape == (2 * K, 8)
+    assert reg_cls.shape == (2 * K,)
+    px, px_cls = px[px_cls >= 0], px_cls[px_cls >= 0]
+    reg, reg_cls = reg[reg_cls >= 0], reg_cls[reg_cls >= 0]
     want_px, want_reg, want_cls = [], [], []
     for b in range(2):
         for c in range(K):
@@ -112,10 +117,41 @@ def test_memory_filled_after_forward_matches_push_of_memory_rows():
     m.memory_rows = spy
     m(img, gt, 1)
     px, px_cls, reg, reg_cls = seen["rows"]
-    bank, ptr, count = naive_ring(px, px_cls, K, 64, 8)
+    assert (px_cls == -1).any()  # padded (image, class) slots are skipped by the push
+    bank, ptr, count = naive_ring(px[px_cls >= 0], px_cls[px_cls >= 0], K, 64, 8)
     torch.testing.assert_close(m.pixel_memory.bank.double(), bank, rtol=1e-5, atol=1e-6)
     assert m.pixel_memory.count.tolist() == count and m.pixel_memory.count[0] > 0
-    assert m.region_memory.count.tolist() == torch.bincount(reg_cls, minlength=K).tolist()
+    assert m.region_memory.count.tolist() == torch.bincount(reg_cls[reg_cls >= 0], minlength=K).tolist()
+
+
+@pytest.mark.parametrize("contrast", [dict(), dict(memory=False), dict(sampling="hardest", hard_k=8)])
+def test_fixed_shape_path_trains_like_the_compact_one(contrast):
+    """The sync-free path (padded anchors, the default off the CPU), forced on the CPU: same losses,
+    gradients and memories as the compact CPU path, step after step."""
+    runs = []
+    for fixed in (False, True):
+        m = make_method(**contrast)
+        m.fixed_shape = fixed
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        outs = []
+        for it in range(1, 4):
+            img, gt = batch(it)
+            out = m(img, gt, it)
+            opt.zero_grad()
+            (out["loss_ce"] + out["loss_contrast"]).backward()
+            opt.step()
+            outs.append({k: float(v.detach()) for k, v in out.items()})
+        runs.append((outs, {n: b.clone() for n, b in m.named_buffers() if "memory" in n},
+                     [p.detach().clone() for p in m.parameters()]))
+    (oa, ma, pa), (of, mf, pf) = runs
+    for a, f in zip(oa, of):
+        assert a.keys() == f.keys() and a["num_anchors"] == f["num_anchors"] > 0
+        for key in a:
+            assert f[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
+    for name in ma:
+        torch.testing.assert_close(mf[name], ma[name])
+    for x, y in zip(pf, pa):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
 def test_loss_reads_memory_before_this_steps_push():
@@ -261,7 +297,7 @@ def _ddp_body(rank: int) -> dict:
 
     def spy(keys, labels, gen):
         rows = real(keys, labels, gen)
-        pushed.add_(torch.bincount(rows[1], minlength=K))
+        pushed.add_(torch.bincount(rows[1][rows[1] >= 0], minlength=K))
         return rows
 
     m.memory_rows = spy

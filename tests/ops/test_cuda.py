@@ -214,3 +214,27 @@ def test_opcheck_on_device():
     mask = (torch.rand(2, 9, generator=g) > 0.4).double().to(DEV)
     opcheck(torch.ops.segproto.masked_cosine_correlation.default, (q.requires_grad_(True), s, mask, 1e-7))
     opcheck(torch.ops.segproto.masked_cosine_prior.default, (q.detach(), s, mask, 1e-7))
+
+
+def test_select_per_class_on_device():
+    from segproto import _reference as ref
+
+    g = torch.Generator().manual_seed(11)
+    b, n, k, v = 3, 5000, 9, 25
+    labels = torch.randint(0, k, (b, n), generator=g)
+    labels[0, labels[0] == 4] = 255
+    labels[2, :4980] = 1  # classes with fewer than V pixels
+    keys = (torch.rand(b, n, generator=g) * 64).floor() / 64  # ties: the smaller pixel index first
+    want = ref.select_per_class(labels, keys, v, k)
+    for check in (True, False):
+        got = ops.select_per_class(labels.to(DEV), keys.to(DEV), v, k, check=check).cpu()
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="label 12"):
+        ops.select_per_class(torch.tensor([[0, 12]], device=DEV), torch.rand(1, 2, device=DEV), 2, k)
+    table = ops.sample_per_class_dense(labels.to(DEV), v, k, generator=torch.Generator(device=DEV).manual_seed(0))
+    table = table.cpu()
+    for i in range(b):
+        for c in range(k):
+            row = table[i, c][table[i, c] >= 0]
+            assert row.numel() == min(int((labels[i] == c).sum()), v) and row.unique().numel() == row.numel()
+            assert (labels[i, row] == c).all() and (table[i, c, row.numel():] == -1).all()

@@ -60,9 +60,13 @@ std::tuple<at::Tensor, at::Tensor> class_sums_cuda(const at::Tensor& feats_in, c
   const int64_t n = feats.size(0), d = feats.size(1);
   const auto acc_type = at::toOpMathType(feats.scalar_type());
   auto sums = at::zeros({num_classes, d}, feats.options().dtype(acc_type));
-  const ClassPlan plan = make_class_plan(labels, num_classes, ignore_index, "segproto::class_sums");
-  if (n == 0 || num_classes == 0 || d == 0) return {sums, plan.counts};
-  const ChunkPlan chunks = make_chunk_plan(plan, kClassSumsChunk);
+  const ClassPlan plan = make_class_plan(labels, num_classes, ignore_index);
+  if (n == 0 || num_classes == 0 || d == 0) {
+    check_labels(labels, num_classes, ignore_index, "segproto::class_sums");
+    return {sums, plan.counts};
+  }
+  // reads the chunk count and the label-error flag in one copy; raises for a bad label
+  const ChunkPlan chunks = make_chunk_plan(plan, kClassSumsChunk, labels, ignore_index, "segproto::class_sums");
   if (chunks.num_chunks == 0) return {sums, plan.counts};
   auto partials = at::empty({chunks.num_chunks, d}, sums.options());
   auto scale = at::empty({n}, sums.options());

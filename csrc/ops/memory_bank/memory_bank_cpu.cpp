@@ -36,8 +36,6 @@ at::Tensor memory_bank_check(const at::Tensor& bank, const at::Tensor& ptr, cons
   check_same_device(bank, count, op, "bank", "count");
   check_same_device(bank, feats, op, "bank", "feats");
   check_same_device(bank, labels, op, "bank", "labels");
-  const auto bad_ptr = ptr.lt(0).logical_or_(ptr.ge(bank.size(1)));
-  TORCH_CHECK(!bad_ptr.any().item<bool>(), op, ": ptr values must be in [0, M=", bank.size(1), ")");
   return feats.to(at::toOpMathType(bank.scalar_type())).contiguous();
 }
 
@@ -49,7 +47,12 @@ PushPlan memory_bank_prepare(const at::Tensor& bank, const at::Tensor& ptr, cons
   p.capacity = bank.size(1);
   p.d = bank.size(2);
   p.n = p.feats.size(0);
-  p.plan = make_class_plan(labels.contiguous(), p.k_classes, ignore_index, "segproto::memory_bank_push_");
+  const auto lab = labels.contiguous();
+  p.plan = make_class_plan(lab, p.k_classes, ignore_index);
+  // Both checks in one device read (one host sync on a GPU).
+  const auto host = read_host({ptr.lt(0).logical_or_(ptr.ge(p.capacity)).any(), p.plan.label_error});
+  TORCH_CHECK(!host[0], "segproto::memory_bank_push_: ptr values must be in [0, M=", p.capacity, ")");
+  if (host[1]) raise_bad_label(lab, p.k_classes, ignore_index, "segproto::memory_bank_push_");
   p.ptr = ptr.contiguous();
   return p;
 }
