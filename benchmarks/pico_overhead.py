@@ -105,7 +105,8 @@ class LoopPiCo(PiCoMethod):
                 if c == self.ignore_index:
                     continue
                 idx = (labels[b] == c).nonzero().squeeze(1)
-                ring_write(self.region_memory, c, F.normalize(keys[b, idx].mean(0, keepdim=True), dim=1))
+                mean = F.normalize(keys[b, idx], dim=1).mean(0, keepdim=True)  # keys: before normalisation
+                ring_write(self.region_memory, c, F.normalize(mean, dim=1))
                 pick = idx[torch.randperm(idx.numel(), generator=gen, device=idx.device)[:v]]
                 ring_write(self.pixel_memory, c, F.normalize(keys[b, pick], dim=1))
 

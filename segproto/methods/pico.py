@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segproto import ops
@@ -144,12 +145,13 @@ class PiCoMethod(SegMethod):
         are not checked again: :meth:`extra_losses` has checked them in :meth:`sample_anchors`.
 
         Args:
-            keys: [B, N, D] detached embeddings. labels: [B, N] int64.
+            keys: [B, N, D] detached embeddings before their normalisation (the pushes normalise
+                the pixel rows; the region sums add normalised rows). labels: [B, N] int64.
 
         Returns:
             (pixel rows [B * K * V, D], their classes [B * K * V], region sums [B * K, D], their
-            classes [B * K]); rows in (image, class, draw) order; region sums are un-normalised
-            means (the push normalises them).
+            classes [B * K]); rows in (image, class, draw) order; region sums are sums of the
+            normalised embeddings, i.e. un-normalised means (the push normalises them).
         """
         b, n, d = keys.shape
         k, v = self.num_classes, self.contrast_cfg.pixels_per_class
@@ -161,7 +163,8 @@ class PiCoMethod(SegMethod):
             0, torch.where(table >= 0, table + image.unsqueeze(2) * n, 0).reshape(-1))
         cls = torch.where(table >= 0, torch.arange(k, device=dev).view(1, k, 1), _NO_LABEL).reshape(-1)
         region = torch.where(labels != self.ignore_index, labels + image * k, _NO_LABEL)
-        sums, counts = ops.class_sums(keys, region.reshape(-1), b * k, ignore_index=_NO_LABEL)
+        sums, counts = ops.class_sums(keys, region.reshape(-1), b * k, ignore_index=_NO_LABEL,
+                                      normalize=True)
         reg_cls = torch.where(counts > 0, torch.arange(b * k, device=dev) % k, _NO_LABEL)
         return rows, cls, sums, reg_cls
 
@@ -204,11 +207,15 @@ class PiCoMethod(SegMethod):
         and ``region_fill`` (region memory, mean).
         """
         c = self.contrast_cfg
-        emb = self.proj(out["feats"])  # [B, D, h, w]
+        # embeddings before the normalisation: only the drawn anchors are normalised (with autograd),
+        # the memory rows inside the compiled ops; the same values as normalising the whole map
+        # first, without its full-size backward (docs/methods/pico.md, "Overhead")
+        emb = self.proj(out["feats"], normalize=False)  # [B, D, h, w]
         labels, preds = self.targets_at(out["logits"], gt, tuple(emb.shape[-2:]))  # [B, h, w] each
         flat = emb.flatten(2).transpose(1, 2)  # [B, h*w, D]
         gen = self.generator(it, emb.device)
         sample = self.sample_anchors(flat, labels.flatten(1), preds.flatten(1), gen)
+        sample = sample._replace(feats=F.normalize(sample.feats, p=2.0, dim=1))
         if it > c.warmup_iters and c.weight > 0:
             loss = c.weight * self.contrast_loss(sample, gen)
         else:  # zero, but keeps the projection head in the graph (DDP without unused parameters)

@@ -36,6 +36,11 @@ class ProjectionHead(nn.Module):
         self.kind = kind
         self.proj_dim = proj_dim
 
-    def forward(self, feats: Tensor) -> Tensor:
-        """Args: feats ``[B, C, h, w]``. Returns unit-norm embeddings ``[B, D, h, w]``."""
-        return F.normalize(self.proj(feats), p=2.0, dim=1)  # [B, D, h, w]
+    def forward(self, feats: Tensor, normalize: bool = True) -> Tensor:
+        """Args: feats ``[B, C, h, w]``; ``normalize=False`` returns the embeddings before the
+        normalisation (for callers that normalise only the pixels they use: a loss on a few hundred
+        anchors need not pay the full map's normalisation and its backward).
+
+        Returns: unit-norm embeddings ``[B, D, h, w]`` (un-normalised with ``normalize=False``)."""
+        emb = self.proj(feats)  # [B, D, h, w]
+        return F.normalize(emb, p=2.0, dim=1) if normalize else emb

@@ -80,6 +80,9 @@ def test_projection_head_is_unit_norm(kind):
     assert torch.allclose(out.norm(dim=1), torch.ones(2, 5, 7), atol=1e-5)
     out.sum().backward()  # gradients flow through the normalisation
     assert all(p.grad is not None for p in proj.parameters())
+    raw = proj(x, normalize=False)  # before the normalisation (PiCo normalises the pixels it uses)
+    assert raw.shape == out.shape and not torch.allclose(raw.norm(dim=1), torch.ones(2, 5, 7))
+    torch.testing.assert_close(raw / raw.norm(dim=1, keepdim=True), out)
 
 
 def test_projection_head_layout():
