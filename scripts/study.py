@@ -1,0 +1,208 @@
+"""Method studies: variants x training seeds, kept as committed result files.
+
+    python scripts/study.py run pretrained128 pico [--seeds 0 1 2] [--variants ...] [--threads 1]
+    python scripts/study.py queue pretrained128 --order seed   # every study of a regime, seed-major
+    python scripts/study.py list
+
+Each run is ``python -m segproto.train CONFIG --work-dir work_dirs/studies/<regime>/<variant>_s<seed>
+--cfg-options ... seed=<seed>``. A run with a ``metrics.json`` is not trained again; a run that was
+interrupted continues from its last checkpoint (``--resume``), so rerunning a command resumes the
+study. After every finished run its record (variant, seed, config, overrides, metrics, wall time,
+the commit of the code that trained it) is written to
+``benchmarks/results/studies/<regime>_<study>.json``, the file that ``scripts/study_tables.py``
+turns into the tables of docs/results.md. Variants shared by several studies of a regime (``ce``)
+train once and are recorded in each study.
+
+Run one training at a time with ``--threads 1`` beside other work, or ``--threads 2`` alone
+(docs/results.md: two trainings with two threads each on two cores run several times slower).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "work_dirs" / "studies"
+RESULTS = REPO / "benchmarks" / "results" / "studies"
+
+P128 = "configs/pretrained128"
+# regime -> study -> variant -> (config, overrides); "ce" is each study's baseline.
+STUDIES: dict[str, dict[str, dict[str, tuple[str, list[str]]]]] = {
+    "pretrained128": {
+        "pico": {
+            "ce": (f"{P128}/ce.yaml", []),
+            "pico_batch": (f"{P128}/pico.yaml", ["loss.contrast.memory=false"]),
+            "pico_memory": (f"{P128}/pico.yaml", []),
+            "pico_hardest": (f"{P128}/pico.yaml", ["loss.contrast.sampling=hardest"]),
+            "pico_synthesis": (f"{P128}/pico.yaml", ["loss.contrast.sampling=hardest",
+                                                     "loss.contrast.synth_neg_neg=64",
+                                                     "loss.contrast.synth_neg_anchor=64"]),
+        },
+        "hiposeg": {
+            "ce": (f"{P128}/ce.yaml", []),
+            "hiposeg_coarse": (f"{P128}/hiposeg.yaml", ["loss.hiposeg.weight_fine=0",
+                                                        "loss.hiposeg.weight_align=0"]),
+            "hiposeg_full": (f"{P128}/hiposeg.yaml", []),
+            "hiposeg_3level": (f"{P128}/hiposeg.yaml", ["data.taxonomy=taxonomy_3level.yaml"]),
+        },
+        "prcl": {
+            "ce": (f"{P128}/supervised_1-8.yaml", []),  # labelled-only: the baseline of this study
+            "mean_teacher_1-8": (f"{P128}/mean_teacher_1-8.yaml", []),
+            "prcl_1-8": (f"{P128}/prcl_1-8.yaml", []),
+        },
+    },
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _work_dir(regime: str, study: str, variant: str, seed: int) -> Path:
+    # "ce" of the prcl study is the labelled-only run: a different training from the other "ce"s
+    name = f"{study}_{variant}" if (variant == "ce" and study == "prcl") else variant
+    return WORK / regime / f"{name}_s{seed}"
+
+
+def _metrics(wd: Path) -> dict:
+    """The record's metrics: dataset-level aAcc / mIoU / mAcc, each taxonomy level, per-class IoU."""
+    m = json.loads((wd / "metrics.json").read_text())
+    out = {k: m[k] for k in ("aAcc", "mIoU", "mAcc")}
+    for level, values in m.get("levels", {}).items():
+        for k in ("aAcc", "mIoU", "mAcc"):
+            if k in values:
+                out[f"{k}_{level}"] = values[k]
+    if "IoU" in m:
+        out["IoU"] = m["IoU"]
+    if "classes" in m:
+        out["classes"] = m["classes"]
+    return out
+
+
+def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Path:
+    """Trains one run unless its metrics.json exists (resuming a started one); returns its dir."""
+    config, overrides = STUDIES[regime][study][variant]
+    wd = _work_dir(regime, study, variant, seed)
+    if (wd / "metrics.json").is_file():
+        return wd
+    cmd = [sys.executable, "-m", "segproto.train", config, "--work-dir", str(wd)]
+    if (wd / "last_checkpoint").is_file():
+        cmd.append("--resume")
+    cmd += ["--cfg-options", *overrides, f"seed={seed}", "train.progress_bar=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    wd.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(wd / "stdout.log", "a") as log:
+        subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    (wd / "wall_s.txt").write_text(f"{time.time() - start:.1f}\n")
+    return wd
+
+
+def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
+    """The result record of one finished run, or None."""
+    wd = _work_dir(regime, study, variant, seed)
+    if not (wd / "metrics.json").is_file():
+        return None
+    config, overrides = STUDIES[regime][study][variant]
+    wall = wd / "wall_s.txt"
+    commit = wd / "commit.txt"
+    return {"variant": variant, "seed": seed, "config": config, "overrides": overrides,
+            "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
+            "wall_s": float(wall.read_text()) if wall.is_file() else None,
+            "commit": commit.read_text().strip() if commit.is_file() else None,
+            "metrics": _metrics(wd)}
+
+
+def write_results(regime: str, study: str) -> Path:
+    """Merges every finished run of the study into its result file (runs already in it are kept)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{regime}_{study}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    runs = {(r["variant"], r["seed"]): r for r in old["runs"]}
+    for variant in STUDIES[regime][study]:
+        for wd in sorted((WORK / regime).glob(f"{_work_dir(regime, study, variant, 0).name[:-3]}_s*")):
+            rec = record(regime, study, variant, int(wd.name.rsplit("_s", 1)[1]))
+            if rec is not None:
+                runs[(variant, rec["seed"])] = rec
+    ordered = sorted(runs.values(), key=lambda r: (list(STUDIES[regime][study]).index(r["variant"])
+                                                   if r["variant"] in STUDIES[regime][study] else 99, r["seed"]))
+    data = {"study": study, "regime": regime, "runs": ordered}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int) -> None:
+    for regime, study, variant, seed in jobs:
+        wd = _work_dir(regime, study, variant, seed)
+        fresh = not (wd / "metrics.json").is_file()
+        if fresh:
+            wd.mkdir(parents=True, exist_ok=True)
+            (wd / "commit.txt").write_text(_commit() + "\n")
+            (wd / "threads.txt").write_text(f"{threads}\n")
+            print(f"train {regime}/{study}/{variant} seed {seed}", flush=True)
+        train(regime, study, variant, seed, threads)
+        for other, variants in STUDIES[regime].items():
+            if variant in variants and _work_dir(regime, other, variant, seed) == wd:
+                write_results(regime, other)
+        if fresh:
+            m = json.loads((wd / "metrics.json").read_text())
+            print(f"done {wd.name}: mIoU {m['mIoU']:.2f}", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="one study")
+    r.add_argument("regime", choices=sorted(STUDIES))
+    r.add_argument("study")
+    r.add_argument("--variants", nargs="+")
+    q = sub.add_parser("queue", help="every study of a regime, one seed of every variant at a time")
+    q.add_argument("regime", choices=sorted(STUDIES))
+    q.add_argument("--studies", nargs="+")
+    for a in (r, q):
+        a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        a.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each training")
+    sub.add_parser("list", help="print the studies and their variants")
+    a = p.parse_args(argv)
+    if a.cmd == "list":
+        for regime, studies in STUDIES.items():
+            for study, variants in studies.items():
+                print(f"{regime} {study}: {', '.join(variants)}")
+        return 0
+    studies = STUDIES[a.regime]
+    if a.cmd == "run":
+        if a.study not in studies:
+            p.error(f"unknown study {a.study!r} for regime {a.regime}; choose from {sorted(studies)}")
+        variants = a.variants or list(studies[a.study])
+        unknown = sorted(set(variants) - set(studies[a.study]))
+        if unknown:
+            p.error(f"unknown variants {unknown}; choose from {list(studies[a.study])}")
+        jobs = [(a.regime, a.study, v, s) for s in a.seeds for v in variants]
+    else:
+        chosen = a.studies or list(studies)
+        jobs, seen = [], set()
+        for s in a.seeds:
+            for study in chosen:
+                for v in studies[study]:
+                    key = _work_dir(a.regime, study, v, s)
+                    if key not in seen:
+                        seen.add(key)
+                        jobs.append((a.regime, study, v, s))
+    run_jobs(jobs, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
