@@ -1,18 +1,24 @@
 """HDMNet on the built-in dataset's folds (docs/results.md): stage one, HDMNet with and without
-the correlation distillation, each tested at 1 and 5 shots, then a table.
+the correlation distillation, each tested at 1 and 5 shots, the untrained prior-mask floor, then a
+table.
 
-    python scripts/fewshot.py [--folds 0 1 2 3] [--seeds 0 1 2] [--variants distill no_distill] [--jobs 2]
+    python scripts/fewshot.py [--regime quickstart|pretrained128] [--folds 0 1 2 3] [--seeds 0 1 2]
+                              [--variants distill no_distill] [--jobs 2]
 
-Per fold ``f``: ``work_dirs/fewshot/base_fold<f>`` (``configs/hdmnet/base_quickstart.yaml``, trained
-once), then per variant and training seed ``s`` ``work_dirs/fewshot/<variant>_fold<f>_s<s>``
-(``configs/hdmnet/quickstart.yaml``, 1-shot training), then ``python -m segproto.test`` at
-``fewshot.shots`` 1 and 5 (the 1-shot-trained model; ``fewshot.eval_seeds`` episode seeds, 1000
-episodes each) into ``test_<k>shot.json``. Finished steps are skipped and an interrupted
-training continues from its last checkpoint (``--resume``), so rerunning the command resumes.
-Each finished run's small result files (``metrics.json``, ``test_<k>shot.json``) are copied to
-``benchmarks/results/fewshot/<run>/`` (kept in git; checkpoints stay in ``work_dirs``). The table
-(mean ± sample std over training seeds of the per-run episode-seed means) is built from those
-copies, printed and written to ``benchmarks/results/fewshot/hdmnet.json``.
+Regimes: ``quickstart`` (64 px, ResNet-18 from scratch, ``configs/hdmnet/``) and ``pretrained128``
+(128 px, ImageNet EfficientNet-Lite0, ``configs/pretrained128/hdmnet*.yaml``). Per fold ``f``:
+``<work>/base_fold<f>`` (the regime's stage-one config, trained once), then the prior floor (the
+stage-one backbone's thresholded prior mask, :class:`segproto.models.prior_baseline.PriorBaseline`,
+no training) at 1 and 5 shots into ``prior_fold<f>/test_<k>shot.json``, then per variant and
+training seed ``s`` ``<work>/<variant>_fold<f>_s<s>`` (1-shot training), then ``python -m
+segproto.test`` at ``fewshot.shots`` 1 and 5 (the 1-shot-trained model; ``fewshot.eval_seeds``
+episode seeds, 1000 episodes each) into ``test_<k>shot.json``. Finished steps are skipped and an
+interrupted training continues from its last checkpoint (``--resume``), so rerunning the command
+resumes. Each finished run's small result files are copied to ``<results>/<run>/`` (kept in git;
+checkpoints stay in ``work_dirs``). The table (mean ± sample std over training seeds of the
+per-run episode-seed means) is built from those copies, printed and written to
+``<results>/hdmnet.json``; every run is also recorded in
+``benchmarks/results/studies/<regime>_hdmnet.json`` (``scripts/study_tables.py``).
 """
 
 from __future__ import annotations
@@ -28,12 +34,32 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "work_dirs" / "fewshot"
-RESULTS = REPO / "benchmarks" / "results" / "fewshot"
-BASE_CFG = "configs/hdmnet/base_quickstart.yaml"
-CFG = "configs/hdmnet/quickstart.yaml"
+STUDIES = REPO / "benchmarks" / "results" / "studies"
+# regime -> (stage-one config, HDMNet config, work dir, results dir)
+REGIMES = {
+    "quickstart": ("configs/hdmnet/base_quickstart.yaml", "configs/hdmnet/quickstart.yaml",
+                   REPO / "work_dirs" / "fewshot", REPO / "benchmarks" / "results" / "fewshot"),
+    "pretrained128": ("configs/pretrained128/hdmnet_base.yaml", "configs/pretrained128/hdmnet.yaml",
+                      REPO / "work_dirs" / "fewshot_pretrained128",
+                      REPO / "benchmarks" / "results" / "fewshot_pretrained128"),
+}
+REGIME = "quickstart"
+BASE_CFG, CFG, OUT, RESULTS = REGIMES[REGIME]
 VARIANTS = {"distill": [], "no_distill": ["fewshot.distill_weight=0"]}
 SHOTS = (1, 5)
+PRIOR_THRESHOLD = 0.5
+
+
+def set_regime(regime: str) -> None:
+    """Points the module's configs and folders at ``regime``."""
+    global REGIME, BASE_CFG, CFG, OUT, RESULTS
+    REGIME = regime
+    BASE_CFG, CFG, OUT, RESULTS = REGIMES[regime]
+
+
+def _last_checkpoint(wd: Path) -> Path:
+    """The checkpoint a finished run's ``last_checkpoint`` file names."""
+    return wd / (wd / "last_checkpoint").read_text().strip()
 
 
 def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
@@ -62,17 +88,59 @@ def base_run(fold: int, threads: int) -> Path:
     return wd
 
 
+def _stage_one(fold: int) -> list[str]:
+    return [f"fewshot.fold={fold}", f"fewshot.backbone_checkpoint={_last_checkpoint(OUT / f'base_fold{fold}')}"]
+
+
+def prior_run(fold: int, threads: int) -> Path:
+    """The untrained floor of ``fold``: the stage-one backbone's thresholded prior at 1 and 5 shots,
+    over the same seeded test episodes as ``segproto.test``."""
+    import statistics as st
+
+    import torch
+
+    from segproto.config import load_config
+    from segproto.engine.builder import build_split, eval_loader
+    from segproto.engine.fewshot import evaluate_fewshot, feature_cache
+    from segproto.engine.trainer import json_clean
+    from segproto.methods import build_method
+    from segproto.models.prior_baseline import PriorBaseline
+
+    wd = OUT / f"prior_fold{fold}"
+    torch.set_num_threads(threads)
+    for k in SHOTS:
+        out = wd / f"test_{k}shot.json"
+        if out.is_file():
+            continue
+        cfg = load_config(CFG, [*_stage_one(fold), f"fewshot.shots={k}"])
+        dataset = build_split(cfg, cfg.data.test_split, train=False)
+        floor = PriorBaseline(build_method(cfg, 2, None).model, PRIOR_THRESHOLD).eval()
+        runs = {}
+        with feature_cache(floor):
+            for i, seed in enumerate(cfg.fewshot.eval_seeds):
+                ds = dataset if i == 0 else dataset.with_seed(seed)
+                runs[str(seed)] = evaluate_fewshot(floor, eval_loader(ds, cfg), ds.class_ids, ds.class_names,
+                                                   torch.device("cpu"))
+        summary = {m: st.fmean(r[m] for r in runs.values()) for m in ("mIoU", "FB-IoU")}
+        wd.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(json_clean({**summary, "fold": fold, "shots": k, "threshold": PRIOR_THRESHOLD,
+                                              "seeds": runs}), indent=2))
+    _keep(wd, [f"test_{k}shot.json" for k in SHOTS])
+    print(f"done {wd.name}: " + "  ".join(
+        f"{k}-shot mIoU {json.loads((wd / f'test_{k}shot.json').read_text())['mIoU']:.2f}" for k in SHOTS), flush=True)
+    return wd
+
+
 def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
     """HDMNet training of one (variant, fold, seed), then its 1- and 5-shot tests."""
     wd = OUT / f"{variant}_fold{fold}_s{seed}"
-    common = [f"fewshot.fold={fold}", f"fewshot.backbone_checkpoint={OUT}/base_fold{{fold}}/iter_1500.pth",
-              *VARIANTS[variant]]
+    common = [*_stage_one(fold), *VARIANTS[variant]]
     if not (wd / "metrics.json").is_file():
         resume = (wd / "last_checkpoint").is_file()  # an interrupted run continues from its last checkpoint
         _run([sys.executable, "-m", "segproto.train", CFG, "--work-dir", str(wd), *(["--resume"] if resume else []),
               "--cfg-options", *common, f"seed={seed}", "train.progress_bar=false"],
              wd.parent / f"{wd.name}.log", threads, append=resume)
-    ckpt = wd / "iter_1000.pth"
+    ckpt = _last_checkpoint(wd)
     for k in SHOTS:
         out = wd / f"test_{k}shot.json"
         if not out.is_file():
@@ -143,16 +211,46 @@ def print_table(table: dict) -> None:
             print(f"| {variant} | {fold} | {n} | " + " | ".join(cells) + " |")
 
 
+def write_study() -> Path:
+    """Every finished run of the regime as ``benchmarks/results/studies/<regime>_hdmnet.json``
+    (variants ``distill``, ``no_distill`` and ``prior_only``; metrics per shot count)."""
+    runs = []
+    for variant in (*VARIANTS, "prior_only"):
+        pattern = "prior_fold*" if variant == "prior_only" else f"{variant}_fold*_s*"
+        for wd in sorted(RESULTS.glob(pattern)):
+            tests = {k: wd / f"test_{k}shot.json" for k in SHOTS}
+            if not all(t.is_file() for t in tests.values()):
+                continue
+            name = wd.name[len("prior_fold"):] if variant == "prior_only" else wd.name[len(variant) + 5:]
+            fold, _, seed = name.partition("_s")
+            metrics = {}
+            for k, t in tests.items():
+                res = json.loads(t.read_text())
+                metrics.update({f"mIoU_{k}shot": res["mIoU"], f"FB-IoU_{k}shot": res["FB-IoU"]})
+            runs.append({"variant": variant, "fold": int(fold), "seed": int(seed) if seed else None,
+                         "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
+                         "metrics": metrics})
+    STUDIES.mkdir(parents=True, exist_ok=True)
+    path = STUDIES / f"{REGIME}_hdmnet.json"
+    path.write_text(json.dumps({"study": "hdmnet", "regime": REGIME, "runs": runs}, indent=1) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--regime", choices=sorted(REGIMES), default="quickstart")
+    p.add_argument("--no-prior", action="store_true", help="skip the prior-mask floor")
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jobs", type=int, default=1, help="runs at once (threads per run = cores // jobs)")
     a = p.parse_args(argv)
+    set_regime(a.regime)
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda f: base_run(f, threads), a.folds))
+        if not a.no_prior:
+            list(pool.map(lambda f: prior_run(f, threads), a.folds))
         jobs = [(v, f, s) for s in a.seeds for f in a.folds for v in a.variants]
         list(pool.map(lambda j: hdmnet_run(*j, threads), jobs))
     table, diffs = summarise(), paired()
@@ -160,6 +258,7 @@ def main(argv=None) -> int:
     print_paired(diffs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "hdmnet.json").write_text(json.dumps({**table, "paired_mIoU_difference": diffs}, indent=2))
+    print(f"study file: {write_study()}")
     return 0
 
 

@@ -256,7 +256,7 @@ class TimmBackbone(Backbone):
         if state is not None:
             used = len(self.body.state_dict())
             _report(f"timm:{name}: loaded {what} from {path} ({len(state)} tensors in the file, "
-                    f"{used} used by the feature extractor, classifier dropped)")
+                    f"{used} used by the feature extractor; the head conv and classifier are not part of it)")
         info = self.body.feature_info
         reductions, channels = list(info.reduction()), list(info.channels())
         if out_indices is None:

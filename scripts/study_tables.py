@@ -1,0 +1,158 @@
+"""Turns the study result files into the tables of docs/results.md.
+
+    python scripts/study_tables.py            # rewrite every generated table in docs/results.md
+    python scripts/study_tables.py --check    # exit 1 if a table differs from its result file
+    python scripts/study_tables.py --print pretrained128_pico
+
+Input: ``benchmarks/results/studies/<regime>_<study>.json`` (``{"study", "regime", "runs": [{"variant",
+"seed", "config", "overrides", "metrics": {...}}]}``, written by ``scripts/study.py`` and
+``scripts/fewshot.py``). In docs/results.md each generated table sits between
+``<!-- study:<regime>_<study> -->`` and ``<!-- /study -->``; only those lines are rewritten.
+
+Per variant: mean ± sample std over its runs; against the study's ``ce`` variant, the paired
+difference (same seed; for few-shot, same fold and seed) with its 95% t-interval
+(mean ± t(0.975, n - 1) · sd / sqrt(n)). An interval that excludes 0 is marked with ``*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = REPO / "benchmarks" / "results" / "studies"
+DOC = REPO / "docs" / "results.md"
+BLOCK = re.compile(r"(<!-- study:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
+
+LEVELS = (("mIoU_fine", "fine mIoU"), ("mIoU_middle", "middle mIoU"), ("mIoU_coarse", "coarse mIoU"),
+          ("aAcc", "aAcc"), ("mAcc", "mAcc"))
+FEWSHOT = (("mIoU_1shot", "1-shot mIoU"), ("FB-IoU_1shot", "1-shot FB-IoU"), ("mIoU_5shot", "5-shot mIoU"),
+           ("FB-IoU_5shot", "5-shot FB-IoU"))
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
+def mean_sd(values: list[float]) -> str:
+    if not values:
+        return ""
+    m = statistics.fmean(values)
+    return f"{m:.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+
+def paired(diffs: list[float]) -> str:
+    """``+0.42 [-0.10, +0.94]`` (95% t-interval; ``*`` when it excludes 0); one pair: the difference."""
+    if not diffs:
+        return ""
+    m = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return f"{m:+.2f} (1 pair)"
+    half = t975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    star = "*" if (m - half > 0 or m + half < 0) else ""
+    return f"{m:+.2f} [{m - half:+.2f}, {m + half:+.2f}]{star}"
+
+
+def _value(run: dict, key: str):
+    v = run["metrics"].get(key)
+    if v is None and key == "mIoU_fine":
+        v = run["metrics"].get("mIoU")
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _key(run: dict) -> tuple:
+    return (run.get("fold"), run.get("seed"))
+
+
+def table(data: dict) -> str:
+    """The markdown table of one study file."""
+    runs = data["runs"]
+    fewshot = data["study"] == "hdmnet"
+    metrics = FEWSHOT if fewshot else LEVELS
+    variants = list(dict.fromkeys(r["variant"] for r in runs))
+    shown = [(k, title) for k, title in metrics if any(_value(r, k) is not None for r in runs)]
+    base = "no_distill" if fewshot else "ce"
+    base_runs = {_key(r): r for r in runs if r["variant"] == base}
+    diff_keys = [k for k, _ in shown if k.startswith("mIoU")]
+    head = ["variant", "runs", *(t for _, t in shown), *(f"Δ {t} vs {base}" for k, t in shown if k in diff_keys)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    for variant in variants:
+        mine = [r for r in runs if r["variant"] == variant]
+        cells = [variant, str(len(mine))]
+        cells += [mean_sd([v for r in mine if (v := _value(r, k)) is not None]) for k, _ in shown]
+        for k in diff_keys:
+            if variant == base:
+                cells.append("")
+                continue
+            pairs = [_value(r, k) - _value(base_runs[_key(r)], k) for r in mine
+                     if _key(r) in base_runs and _value(r, k) is not None and _value(base_runs[_key(r)], k) is not None]
+            cells.append(paired(pairs))
+        lines.append("| " + " | ".join(cells) + " |")
+    if fewshot and any(r["variant"] == "prior_only" for r in runs):
+        lines += ["", _prior_floor(runs)]
+    return "\n".join(lines)
+
+
+def _prior_floor(runs: list[dict]) -> str:
+    """Trained model minus the untrained prior floor of the same fold, per variant and shot count."""
+    floor = {r["fold"]: r for r in runs if r["variant"] == "prior_only"}
+    parts = []
+    for variant in dict.fromkeys(r["variant"] for r in runs if r["variant"] != "prior_only"):
+        for k in ("mIoU_1shot", "mIoU_5shot"):
+            diffs = [_value(r, k) - _value(floor[r["fold"]], k) for r in runs
+                     if r["variant"] == variant and r["fold"] in floor]
+            if diffs:
+                parts.append(f"{variant} {k.split('_')[1]} {paired(diffs)}")
+    return "Trained model minus the prior floor of its fold (mIoU, 95% interval over fold x seed runs): " + \
+        "; ".join(parts) + "."
+
+
+def load(name: str) -> dict:
+    path = STUDIES / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found (studies: {sorted(p.stem for p in STUDIES.glob('*.json'))})")
+    return json.loads(path.read_text())
+
+
+def _block(name: str) -> str:
+    if not (STUDIES / f"{name}.json").is_file():
+        return f"No finished run yet (`benchmarks/results/studies/{name}.json` does not exist)."
+    return table(load(name))
+
+
+def render(doc: str) -> str:
+    """``doc`` with every generated block replaced by the table of its result file."""
+    return BLOCK.sub(lambda m: m.group(1) + _block(m.group("name")) + "\n" + m.group(4), doc)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="fail if docs/results.md is out of date")
+    p.add_argument("--print", dest="name", help="print the table of one study file (<regime>_<study>)")
+    a = p.parse_args(argv)
+    if a.name:
+        print(table(load(a.name)))
+        return 0
+    doc = DOC.read_text()
+    new = render(doc)
+    if a.check:
+        if new != doc:
+            print(f"error: {DOC} has tables that differ from benchmarks/results/studies; "
+                  f"run python scripts/study_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(new)
+    print(f"{DOC}: {len(BLOCK.findall(new))} tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Study result files and the tables generated from them (scripts/study.py, scripts/study_tables.py)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _script("study_tables")
+study = _script("study")
+
+
+def test_docs_tables_match_the_result_files():
+    assert tables.main(["--check"]) == 0
+
+
+def test_every_result_file_has_the_documented_shape():
+    files = sorted((REPO / "benchmarks" / "results" / "studies").glob("*.json"))
+    assert files
+    for path in files:
+        data = json.loads(path.read_text())
+        assert path.stem == f"{data['regime']}_{data['study']}"
+        assert data["runs"], path
+        for run in data["runs"]:
+            assert {"variant", "seed", "config", "metrics"} <= run.keys(), (path, run)
+            assert (REPO / run["config"]).is_file() or run["config"].startswith("work_dirs"), run["config"]
+        if data["study"] != "hdmnet":
+            assert any(r["variant"] == "ce" for r in data["runs"]), path
+            for run in data["runs"]:
+                assert {"mIoU", "aAcc", "mAcc"} <= run["metrics"].keys(), (path, run)
+
+
+def test_paired_interval_against_hand_computation():
+    # diffs 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653; half width 4.302653 / sqrt(3) = 2.484138
+    assert tables.paired([1.0, 2.0, 3.0]) == "+2.00 [-0.48, +4.48]"
+    # diffs 1.0, 1.2, 1.1: mean 1.1, sd 0.1, half 4.302653 * 0.1 / sqrt(3) = 0.248414 -> excludes 0
+    assert tables.paired([1.0, 1.2, 1.1]) == "+1.10 [+0.85, +1.35]*"
+    assert tables.paired([0.5]) == "+0.50 (1 pair)"
+    assert math.isclose(tables.t975(2), 4.302652729, rel_tol=1e-8)
+
+
+def test_table_pairs_by_seed_not_by_order():
+    runs = [{"variant": "ce", "seed": s, "metrics": {"mIoU": v, "aAcc": 90.0, "mAcc": 50.0}}
+            for s, v in ((0, 10.0), (1, 20.0))]
+    runs += [{"variant": "x", "seed": s, "metrics": {"mIoU": v, "aAcc": 90.0, "mAcc": 50.0}}
+             for s, v in ((1, 21.0), (0, 11.0))]
+    text = tables.table({"study": "pico", "regime": "r", "runs": runs})
+    row = next(line for line in text.splitlines() if line.startswith("| x "))
+    assert "+1.00 [+1.00, +1.00]*" in row  # both pairs differ by exactly +1
+
+
+def test_study_records_a_finished_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "WORK", tmp_path / "work")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    wd = study._work_dir("pretrained128", "pico", "ce", 1)
+    wd.mkdir(parents=True)
+    (wd / "metrics.json").write_text(json.dumps({
+        "aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0, "IoU": [40.0], "classes": ["a"],
+        "levels": {"fine": {"aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0},
+                   "coarse": {"aAcc": 90.0, "mIoU": 60.0, "mAcc": 70.0}}}))
+    (wd / "commit.txt").write_text("abc\n")
+    (wd / "threads.txt").write_text("1\n")
+    path = study.write_results("pretrained128", "pico")
+    data = json.loads(path.read_text())
+    assert path.name == "pretrained128_pico.json"
+    assert data["runs"] == [{
+        "variant": "ce", "seed": 1, "config": "configs/pretrained128/ce.yaml", "overrides": [], "threads": 1,
+        "wall_s": None, "commit": "abc",
+        "metrics": {"aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0, "aAcc_fine": 80.0, "mIoU_fine": 40.0,
+                    "mAcc_fine": 50.0, "aAcc_coarse": 90.0, "mIoU_coarse": 60.0, "mAcc_coarse": 70.0,
+                    "IoU": [40.0], "classes": ["a"]}}]
+
+
+def test_shared_ce_run_is_one_training():
+    assert study._work_dir("pretrained128", "pico", "ce", 0) == study._work_dir("pretrained128", "hiposeg", "ce", 0)
+    assert study._work_dir("pretrained128", "prcl", "ce", 0) != study._work_dir("pretrained128", "pico", "ce", 0)
+
+
+@pytest.mark.parametrize("regime", sorted(study.STUDIES))
+def test_study_configs_load(regime):
+    from segproto.config import load_config
+
+    for variants in study.STUDIES[regime].values():
+        for config, overrides in variants.values():
+            load_config(REPO / config, overrides)
