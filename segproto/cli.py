@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from segproto.config import ConfigError, load_config
 
@@ -15,13 +15,44 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="dotted overrides, e.g. train.iters=100 data.batch_size=4")
 
 
-def load_or_exit(path: str, overrides: Sequence[str]):
-    """Loads and validates the config; on error prints the message (no traceback) and exits 2."""
+def load_or_exit(path: str, overrides: Sequence[str], debug: bool = False):
+    """Loads and validates the config; on error prints the message (no traceback unless
+    ``debug``) and exits 2."""
     try:
         return load_config(path, overrides)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        if debug:
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
         sys.exit(2)
+
+
+def _message(exc: BaseException) -> str:
+    """One line: the first line of the message (a KeyError's without the quotes ``str`` adds),
+    with the file name of an OS error whose text does not hold it."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+#: What a bad input raises below an entry point (configs, data, checkpoints, paths, non-finite
+#: losses): reported in one line with exit status 1.
+INPUT_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
+
+
+def run_or_exit(fn: Callable[[], Any], debug: bool = False) -> int:
+    """Runs ``fn``; a bad input (:data:`INPUT_ERRORS`) prints ``error: ...`` on one line (the
+    traceback only with ``debug``) and returns 1; success returns 0."""
+    try:
+        fn()
+    except INPUT_ERRORS as exc:
+        if debug:
+            raise
+        print(f"error: {_message(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def trained_or_exit(cfg, ckpt: str, split: str, device="cpu"):

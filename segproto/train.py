@@ -1,5 +1,5 @@
-"""Train a model: ``python -m segproto.train CONFIG [--work-dir D] [--resume [CKPT]] [--amp]
-[--cfg-options a.b=v ...]``. DDP: ``torchrun --nproc_per_node N -m segproto.train CONFIG``."""
+"""Train a model: ``python -m segproto.train CONFIG [--work-dir D] [--resume [CKPT]] [--force] [--amp]
+[--debug] [--cfg-options a.b=v ...]``. DDP: ``torchrun --nproc_per_node N -m segproto.train CONFIG``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from segproto.cli import add_config_args, load_or_exit
+from segproto.cli import add_config_args, load_or_exit, run_or_exit
 
 
 def main(argv=None) -> int:
@@ -16,21 +16,21 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", help="output directory (default: work_dirs/<config name>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue exactly from CKPT, or from the work dir's last checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="a fresh run in a work dir that holds another run removes that run's checkpoints, "
+                        "last_checkpoint, scalars.jsonl and metrics.json first (without it: an error)")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = p.parse_args(argv)
+    if a.force and a.resume:
+        p.error("--force starts a fresh run; it cannot be combined with --resume")
     overrides = list(a.cfg_options) + (["train.amp=true"] if a.amp else [])
-    cfg = load_or_exit(a.config, overrides)
+    cfg = load_or_exit(a.config, overrides, a.debug)
     work_dir = a.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(a.config).stem)
 
-    from segproto.data import DatasetError
-    from segproto.engine import CheckpointError, NonFiniteLossError, Trainer
+    from segproto.engine import Trainer
 
-    try:
-        Trainer(cfg, work_dir, resume=a.resume).run()
-    except (NonFiniteLossError, CheckpointError, DatasetError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_or_exit(lambda: Trainer(cfg, work_dir, resume=a.resume, force=a.force).run(), a.debug)
 
 
 if __name__ == "__main__":

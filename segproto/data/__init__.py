@@ -10,8 +10,8 @@ from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_LABELS, CITYSCAPES_PALET
                          CityscapesDataset, CityscapesLabel, id_to_train_id_lut)
 from . import datasets_std  # noqa: F401  (registers the standard benchmark kinds)
 from . import mapillary, pascal_part  # noqa: F401  (register mapillary_v2, pascal_part108)
-from .dataset import (DatasetError, FileListDataset, SegDataset, load_folds, load_image,
-                      load_label, read_split)
+from .dataset import (DatasetError, FileListDataset, SegDataset, check_dataset, image_header, load_folds,
+                      load_image, load_label, read_split)
 from .fewshot import (BaseClassDataset, EpisodeDataset, class_pixel_counts, fold_classes,
                       resolve_folds)
 from .sampler import EvalSampler, InfiniteSampler, mix_seed, sample_seed, seeded
@@ -25,7 +25,7 @@ __all__ = [
     "register_dataset",
     "CITYSCAPES_CLASSES", "CITYSCAPES_LABELS", "CITYSCAPES_PALETTE", "CityscapesDataset",
     "CityscapesLabel", "id_to_train_id_lut",
-    "DatasetError", "FileListDataset", "SegDataset", "load_folds", "load_image",
+    "DatasetError", "FileListDataset", "SegDataset", "check_dataset", "image_header", "load_folds", "load_image",
     "load_label", "read_split",
     "BaseClassDataset", "EpisodeDataset", "class_pixel_counts", "fold_classes", "resolve_folds",
     "EvalSampler", "InfiniteSampler", "mix_seed", "sample_seed", "seeded",

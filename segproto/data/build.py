@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMG_SUFFIX, LABEL_IDS_SUFFIX,
                          CityscapesDataset)
-from .dataset import FileListDataset, SegDataset, _PairedDataset
+from .dataset import DatasetError, FileListDataset, SegDataset, _PairedDataset
 from .synthetic import generate_synthetic
 from .taxonomy import Taxonomy
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
@@ -164,11 +164,28 @@ _FOLDER_DEFAULTS = {"img_dir": "img_dir/{subset}", "ann_dir": "ann_dir/{subset}"
                     "seg_map_suffix": ".png", "reduce_zero_label": False}
 
 
+def missing_split_error(root: Path, split: str, split_file: str) -> DatasetError:
+    """The error of a named split whose split file does not exist: the file, and the splits that
+    the same folder does hold (with a did-you-mean)."""
+    path = Path(split_file) if Path(split_file).is_absolute() else root / split_file
+    folder = path.parent
+    known = sorted(p.stem for p in folder.glob(f"*{path.suffix}")) if folder.is_dir() else []
+    hint = difflib.get_close_matches(split, known, 1)
+    return DatasetError(f"split '{split}': split file {path} not found"
+                        + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                        + (f"; splits in {folder}: {known}" if known else "")
+                        + "; only a plain train/val/test split without a file means every image")
+
+
 def _folder_factory(root: Path, cfg: Mapping[str, Any], split: str, subset: str, common: dict) -> _PairedDataset:
-    """A :class:`SegDataset`; a missing *default* split file ``splits/{split}.txt`` means every image."""
+    """A :class:`SegDataset`; a missing *default* split file ``splits/{split}.txt`` means every image
+    of a plain ``train``/``val``/``test`` split, and is an error for any other split name (a typo
+    or a split that is not there must not become the whole subset)."""
     split_t = cfg.get("split_file", _SENTINEL)
     split_file = _fmt("splits/{split}.txt" if split_t is _SENTINEL else split_t, split, subset)
     if split_t is _SENTINEL and not (root / split_file).is_file():
+        if not (split == subset and subset in ("train", "val", "test")):
+            raise missing_split_error(root, split, split_file)
         split_file = None
     return SegDataset(root, _fmt(cfg["img_dir"], split, subset), _fmt(cfg.get("ann_dir"), split, subset),
                       split_file, img_suffix=cfg["img_suffix"], seg_map_suffix=cfg["seg_map_suffix"], **common)

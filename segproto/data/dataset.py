@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .transforms import EvalTransform
 
-__all__ = ["DatasetError", "read_split", "load_folds", "load_image", "load_label",
+__all__ = ["DatasetError", "read_split", "load_folds", "load_image", "load_label", "image_header", "check_dataset",
            "SegDataset", "FileListDataset"]
 
 Transform = Callable[[np.ndarray, "np.ndarray | None", "int | None"],
@@ -95,6 +95,59 @@ def load_image(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: cannot read image ({exc})") from exc
 
 
+def image_header(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header (the pixels are not decoded).
+
+    Raises:
+        FileNotFoundError: Missing file.
+        DatasetError: Not an image, or a mode :func:`load_image` refuses.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            mode, size = im.mode, im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read image ({exc})") from exc
+    if mode not in ("RGB", "L", "P"):
+        raise DatasetError(f"{path}: unsupported image mode {mode!r} (expected RGB, L or P)")
+    return size
+
+
+def check_dataset(dataset, what: str, full: bool = False, workers: int | None = None) -> None:
+    """Checks every sample of a dataset before it is used (threads: PIL decodes without the GIL).
+
+    Args:
+        dataset: A dataset with ``check_sample`` (a few-shot view: its ``base``).
+        what: How the split is named in messages, e.g. ``"data.val_split 'val'"``.
+        full: Decode the images too (else their headers only).
+
+    Raises:
+        DatasetError: The split is empty, or a sample fails (the first bad file is named).
+        FileNotFoundError: A listed file is missing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = getattr(dataset, "base", dataset)
+    if len(base) == 0:
+        where = getattr(base, "split_file", None) or getattr(base, "img_dir", None) or "its source"
+        raise DatasetError(f"{what} is empty: no images in {where}")
+    if not hasattr(base, "check_sample"):
+        return
+    import os
+
+    n = len(base)
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    if workers == 1 or n < 16:
+        for i in range(n):
+            base.check_sample(i, full)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(lambda i: base.check_sample(i, full), range(n), chunksize=8):
+            pass
+
+
 def load_label(path: str | Path) -> np.ndarray:
     """Reads a single-channel label PNG as ``uint8`` or ``int32 [H, W]`` (raw values).
 
@@ -165,7 +218,9 @@ class _PairedDataset(torch.utils.data.Dataset):
         img, gt = self.load_pair(i)
         if gt is None:
             return img, None
-        path = self.ann_paths[i]
+        return img, self._checked_label(self.ann_paths[i], gt)
+
+    def _checked_label(self, path: Path, gt: np.ndarray) -> np.ndarray:
         if self.reduce_zero_label:  # 0 -> ignore, k -> k - 1 (ADE20K convention)
             gt = gt.astype(np.int32)
             gt = np.where(gt == 0, self.ignore_index,
@@ -177,7 +232,28 @@ class _PairedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"{path}: label values {vals[:10].tolist()} are outside "
                                f"[0, {self.num_classes}) and not ignore_index="
                                f"{self.ignore_index} ({int(bad.sum())} pixels)")
-        return img, gt
+        return gt
+
+    def check_sample(self, i: int, full: bool = False) -> None:
+        """Checks sample ``i`` as :meth:`load` would, without decoding the image unless ``full``:
+        the image header (size, mode), the label file and its values. A subclass that remaps
+        label ids (its own :meth:`load`) is checked by loading the sample.
+
+        Raises:
+            FileNotFoundError, DatasetError: As :meth:`load`, naming the file.
+        """
+        if full or type(self).load is not _PairedDataset.load:
+            self.load(i)
+            return
+        w, h = image_header(self.img_paths[i])
+        if self.ann_paths is None:
+            return
+        path = self.ann_paths[i]
+        gt = load_label(path)
+        if gt.shape != (h, w):
+            raise DatasetError(f"size mismatch: image {self.img_paths[i]} is {w}x{h} but label {path} is "
+                               f"{gt.shape[1]}x{gt.shape[0]} (WxH)")
+        self._checked_label(path, gt)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         """Sample dict: ``img`` float ``[3, H, W]``, ``gt`` int64 ``[H, W]``, ``name``."""

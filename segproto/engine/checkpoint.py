@@ -1,9 +1,12 @@
 """Atomic checkpoints: temp file + fsync + rename, a keep limit, a best-mIoU copy, and
-``last_checkpoint``. A crash at any moment leaves the previous checkpoints intact. Files load with
-``torch.load(weights_only=True)``."""
+``last_checkpoint``. A crash at any moment leaves the previous checkpoints intact; the temp file
+of a process killed mid-write (``.NAME.tmp-PID``) is removed by the next save in that folder.
+A save that fails (a full disk, a write error) raises :class:`CheckpointError` naming the file and
+the checkpoint that is still the latest. Files load with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -13,10 +16,17 @@ import torch
 
 _ITER_RE = re.compile(r"^iter_(\d+)\.pth$")
 _BEST_RE = re.compile(r"^best_mIoU_iter_(\d+)\.pth$")
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)$")
+#: The files a training run writes in its work dir (what a fresh run refuses to replace).
+RUN_FILES = ("last_checkpoint", "scalars.jsonl", "metrics.json")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or not a segproto checkpoint."""
+
+
+class CheckpointSaveError(CheckpointError, OSError):
+    """A checkpoint could not be written (no space, a write error); the previous one is intact."""
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -38,18 +48,63 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Removes the temp files (``.NAME.tmp-PID``) that a killed process left in ``folder``: those
+    whose process is gone, or is this one (a temp of this process outlives no write)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP_RE.match(p.name)
+        if m and p.is_file() and (int(m.group(1)) == os.getpid() or not _pid_alive(int(m.group(1)))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:  # removed by another process meanwhile
+                pass
+    return removed
+
+
+def run_files(work_dir: str | Path) -> list[Path]:
+    """The training outputs in ``work_dir`` (checkpoints, ``last_checkpoint``, scalars, metrics)."""
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return []
+    return sorted(p for p in work_dir.iterdir()
+                  if p.name in RUN_FILES or _ITER_RE.match(p.name) or _BEST_RE.match(p.name))
+
+
 def save_checkpoint(state: dict, work_dir: str | Path, iteration: int, max_keep: int,
                     best: bool) -> Path:
     """Writes ``iter_N.pth`` (and ``best_mIoU_iter_N.pth`` if ``best``), updates
     ``last_checkpoint``, then prunes old files beyond ``max_keep`` (-1 keeps all)."""
     work_dir = Path(work_dir)
-    path = atomic_torch_save(state, work_dir / f"iter_{iteration}.pth")
-    if best:
-        best_path = atomic_torch_save(state, work_dir / f"best_mIoU_iter_{iteration}.pth")
-        for old in work_dir.iterdir():
-            if _BEST_RE.match(old.name) and old != best_path:
-                old.unlink()
-    _atomic_write(work_dir / "last_checkpoint", lambda f: f.write(path.name.encode()))
+    remove_stale_temps(work_dir)
+    path = work_dir / f"iter_{iteration}.pth"
+    try:
+        atomic_torch_save(state, path)
+        if best:
+            best_path = atomic_torch_save(state, work_dir / f"best_mIoU_iter_{iteration}.pth")
+            for old in work_dir.iterdir():
+                if _BEST_RE.match(old.name) and old != best_path:
+                    old.unlink()
+        _atomic_write(work_dir / "last_checkpoint", lambda f: f.write(path.name.encode()))
+    except OSError as exc:
+        last = find_last_checkpoint(work_dir)
+        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        keep = f"the latest checkpoint is still {last}" if last is not None and last != path else "no checkpoint was kept"
+        raise CheckpointSaveError(f"cannot save checkpoint {path}: {reason}; {keep} (last_checkpoint unchanged)") from exc
     if max_keep > 0:
         ckpts = sorted((int(m.group(1)), p) for p in work_dir.iterdir() if (m := _ITER_RE.match(p.name)))
         for _, old in ckpts[:-max_keep]:

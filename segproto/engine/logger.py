@@ -47,8 +47,9 @@ class ScalarWriter:
             self.tb = SummaryWriter(str(Path(work_dir) / "tb"))
 
     def write(self, record: Mapping[str, Any]) -> None:
+        """Appends ``record``; NaN/inf become ``null`` (every line is strict JSON)."""
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(_strict(record), allow_nan=False) + "\n")
         if self.tb is not None:
             step = int(record.get("iter", 0))
             for k, v in record.items():
@@ -58,6 +59,14 @@ class ScalarWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _strict(o: Any) -> Any:
+    if isinstance(o, Mapping):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
 def log_line(it: int, total: int, lr: float, losses: Mapping[str, float], t_iter: float, t_data: float,

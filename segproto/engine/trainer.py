@@ -16,12 +16,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import segproto
 from segproto.config import config_to_dict, save_config
+from segproto.data import check_dataset
 from segproto.evaluation import format_table
 from segproto.methods import build_method
 
 from . import dist as sdist
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
-from .checkpoint import find_last_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps, run_files,
+                         save_checkpoint)
 from .evaluate import evaluate
 from .fewshot import evaluate_fewshot, format_fewshot
 from .logger import ScalarWriter, echo, log_line, memory_mb, save_plots
@@ -30,7 +32,12 @@ from .state import gather_rng_states, seed_everything, set_rng_state
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN/inf; the run stops and earlier checkpoints stay as they were."""
+    """A loss, a BatchNorm statistic or a saved tensor became NaN/inf; the run stops, nothing is
+    saved, and earlier checkpoints stay as they were."""
+
+
+class WorkDirError(ValueError):
+    """A fresh run was pointed at a work dir that holds another run's outputs."""
 
 
 def _setup_determinism(deterministic: bool) -> None:
@@ -51,6 +58,9 @@ class Trainer:
         cfg: A validated :class:`segproto.config.Config`.
         work_dir: Output directory (config, scalars, checkpoints, metrics, plots).
         resume: ``True`` = the work dir's last checkpoint; a path = that checkpoint; falsy = fresh run.
+            A fresh run refuses a work dir that holds another run's checkpoints, ``last_checkpoint``,
+            ``scalars.jsonl`` or ``metrics.json`` (:class:`WorkDirError`) unless ``force``.
+        force: A fresh run first removes those files of an earlier run from ``work_dir``.
         on_eval: Called on rank 0 after each evaluation as ``on_eval(iteration, metrics, checkpoint)``,
             once that iteration's checkpoint is saved; ``checkpoint`` is its path, or ``None`` when the
             iteration saves none (``train.checkpoint_interval`` not aligned with ``train.eval_interval``).
@@ -58,23 +68,23 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None,
-                 on_eval: Optional[EvalCallback] = None) -> None:
+                 on_eval: Optional[EvalCallback] = None, force: bool = False) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
         self.rank, self.world = sdist.init_distributed()
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         self.work_dir = Path(work_dir).absolute()
         self.main = self.rank == 0
+        if not resume:
+            self._claim_work_dir(force)
         _setup_determinism(cfg.deterministic)
         seed_everything(cfg.seed + self.rank)
-        if self.main:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.work_dir / "config.yaml")
-        sdist.barrier()
         self.train_set = build_split(cfg, cfg.data.train_split, train=True)
         self.val_set = build_split(cfg, cfg.data.val_split, train=False)
         self.unlabeled_set = (build_split(cfg, cfg.data.unlabeled_split, train=True)
                               if cfg.data.unlabeled_split else None)
+        if cfg.train.check_data:
+            self._check_data()
         self.taxonomy = self.train_set.taxonomy
         self.num_classes, self.class_names, self.palette = label_space(self.train_set, cfg.data.level)
         self.target_fn = level_target_fn(self.taxonomy, cfg.data.level)
@@ -87,10 +97,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.start_iter, self.best = 0, {"mIoU": -1.0, "iter": 0}
         self.last_ckpt: Optional[Path] = None
+        self._stats = [(n, b) for n, b in self.method.named_buffers() if n.endswith(("running_mean", "running_var"))]
         if resume:
             self._resume(resume)
         elif cfg.train.load_from:
             self._load_from(cfg.train.load_from)
+        if self.main:  # only once the run is set up: a failed start leaves the work dir as it was
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.work_dir)
+            save_config(cfg, self.work_dir / "config.yaml")
+        sdist.barrier()
         self.model = self.method
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -109,27 +125,106 @@ class Trainer:
             "best": dict(self.best),
         }
 
+    def _claim_work_dir(self, force: bool) -> None:
+        """A fresh run never replaces another run's outputs silently: it stops, or (``force``)
+        removes them first."""
+        old = run_files(self.work_dir)
+        if not old:
+            return
+        if not force:
+            shown = ", ".join(p.name for p in old[:4]) + (f" and {len(old) - 4} more" if len(old) > 4 else "")
+            raise WorkDirError(f"work dir {self.work_dir} holds another run ({shown}); continue it with --resume, "
+                               "replace it with --force, or choose another --work-dir")
+        sdist.barrier()
+        if self.main:
+            for p in old:
+                p.unlink(missing_ok=True)
+            remove_stale_temps(self.work_dir)
+            echo(f"--force: removed {len(old)} file(s) of an earlier run from {self.work_dir}")
+        sdist.barrier()
+
+    def _check_data(self) -> None:
+        """Every split the run reads is checked before the first iteration: not empty, every
+        listed file there, image headers, label files and values (the evaluation split's images
+        decoded too), so a bad file ends the run before any training, not at an evaluation."""
+        cfg = self.cfg.data
+        splits = [("data.train_split", cfg.train_split, self.train_set, False),
+                  ("data.val_split", cfg.val_split, self.val_set, True)]
+        if self.unlabeled_set is not None:
+            splits.append(("data.unlabeled_split", cfg.unlabeled_split, self.unlabeled_set, False))
+        for key, name, ds, full in splits:
+            check_dataset(ds, f"{key} '{name}'", full=full)
+
+    def _describe(self, cfg_dict: dict, classes: Optional[list]) -> str:
+        model = cfg_dict.get("model", {})
+        n = "?" if classes is None else len(classes)
+        return (f"method {cfg_dict.get('method', {}).get('name')!r}, {n} classes, "
+                f"{model.get('arch')}/{model.get('backbone')}")
+
+    def _load_weights(self, path: Path, state: dict, strict: bool) -> tuple[list, list]:
+        """Loads ``state['model']``; a checkpoint of another method, class list or model is refused
+        with one line saying what it was trained with and what this config has."""
+        meta = state.get("meta") or {}
+        old_cfg, old_classes = meta.get("config") or {}, meta.get("classes")
+        here = self._describe(config_to_dict(self.cfg), list(self.class_names))
+        there = self._describe(old_cfg, old_classes)
+        hint = "use a checkpoint of this config" if strict else "load_from needs the same model and classes"
+        differs = (old_classes is not None and list(old_classes) != list(self.class_names)) or (
+            strict and old_cfg.get("method", {}).get("name") not in (None, self.cfg.method.name))
+        if differs:
+            raise CheckpointError(f"{path}: trained with {there}; this config has {here}; {hint}")
+        try:
+            return self.method.load_state_dict(state["model"], strict=strict)
+        except RuntimeError as exc:
+            first = str(exc).split("\n\t")[1].strip() if "\n\t" in str(exc) else ""
+            raise CheckpointError(f"{path}: trained with {there}; this config has {here}; its weights do not fit "
+                                  f"({first[:160]}); {hint}") from None
+
     def _resume(self, resume: Union[bool, str]) -> None:
         path = find_last_checkpoint(self.work_dir) if resume is True else Path(resume)
         if path is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.work_dir} (no last_checkpoint or iter_*.pth)")
         state = load_checkpoint(path)
-        if state["meta"].get("world_size", 1) != self.world:
-            raise ValueError(f"{path}: saved with {state['meta'].get('world_size')} processes, resumed with {self.world}; "
+        meta = state.get("meta") or {}
+        if meta.get("world_size", 1) != self.world:
+            raise ValueError(f"{path}: saved with {meta.get('world_size')} processes, resumed with {self.world}; "
                              "exact resume needs the same number")
-        self.method.load_state_dict(state["model"])
+        old_cfg, it = meta.get("config") or {}, int(meta.get("iter", 0))
+        for key in ("iters",):
+            old = old_cfg.get("train", {}).get(key)
+            if old is not None and old != getattr(self.cfg.train, key):
+                raise ValueError(f"{path}: trained with train.{key}={old} (at iteration {it}); this config has "
+                                 f"train.{key}={getattr(self.cfg.train, key)}; the LR schedule depends on it: resume "
+                                 f"with train.{key}={old}, or fine-tune with train.load_from={path}")
+        old_sched = old_cfg.get("sched")
+        if old_sched is not None and old_sched != config_to_dict(self.cfg)["sched"]:
+            new = config_to_dict(self.cfg)["sched"]
+            diff = ", ".join(f"sched.{k}={old_sched.get(k)!r} -> {new.get(k)!r}" for k in new if old_sched.get(k) != new.get(k))
+            raise ValueError(f"{path}: the LR schedule differs from the checkpoint's ({diff}); resume with the "
+                             f"checkpoint's values, or fine-tune with train.load_from={path}")
+        if it > self.cfg.train.iters:
+            raise ValueError(f"{path}: iteration {it} is past train.iters={self.cfg.train.iters}")
+        self._load_weights(path, state, strict=True)
+        fresh_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if fresh_lrs != list(self.scheduler.base_lrs):  # optim.lr changed: the schedule goes on from the new base
+            old_lrs = list(self.scheduler.base_lrs)
+            self.scheduler.base_lrs = fresh_lrs
+            for g, base, fn in zip(self.optimizer.param_groups, fresh_lrs, self.scheduler.lr_lambdas):
+                g["initial_lr"], g["lr"] = base, base * fn(self.scheduler.last_epoch)
+            if self.main:
+                echo(f"resume: base learning rates {old_lrs} -> {fresh_lrs} (from this config)")
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.rank])
-        self.start_iter, self.best, self.last_ckpt = int(state["meta"]["iter"]), dict(state["best"]), path
+        self.start_iter, self.best, self.last_ckpt = it, dict(state["best"]), path
         if self.main:
             echo(f"resumed from {path} at iteration {self.start_iter}")
 
     def _load_from(self, path: str) -> None:
         state = load_checkpoint(path)
         weights = state["model"]
-        missing, unexpected = self.method.load_state_dict(weights, strict=False)
+        missing, unexpected = self._load_weights(Path(path), state, strict=False)
         if self.main:
             echo(f"load_from {path}: {len(weights)} tensors loaded; missing {len(missing)}, unexpected {len(unexpected)}")
 
@@ -157,12 +252,20 @@ class Trainer:
             out = self.model(img, gt, it, **extra)
         terms = {k: v for k, v in out.items() if k.startswith("loss")}
         total = sum(terms.values())
-        finite = torch.tensor(float(torch.isfinite(total.detach())), device=self.device)
+        ok = torch.isfinite(total.detach())
+        if self._stats:  # the forward pass updated the BatchNorm statistics: checked with the loss
+            ok = ok & torch.isfinite(torch.cat([b.detach().reshape(-1).float() for _, b in self._stats])).all()
+        finite = ok.float().to(self.device).reshape(())
         if sdist.all_reduce_sum(finite).item() < self.world:
-            values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
             last = self.last_ckpt or "none yet"
-            raise NonFiniteLossError(f"non-finite loss at iteration {it} ({values}); training stopped. "
-                                     f"Last good checkpoint: {last}")
+            if not bool(torch.isfinite(total.detach())):
+                values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
+                raise NonFiniteLossError(f"non-finite loss at iteration {it} ({values}); training stopped. "
+                                         f"Last good checkpoint: {last}")
+            bad = [n for n, b in self._stats if not bool(torch.isfinite(b).all())] or ["on another rank"]
+            raise NonFiniteLossError(f"non-finite BatchNorm statistics at iteration {it} ({_names(bad)}; the loss was "
+                                     f"{float(total.detach()):.4g}); training stopped (lower optim.lr or set "
+                                     f"optim.grad_clip). Last good checkpoint: {last}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.optim.grad_clip:
@@ -230,6 +333,7 @@ class Trainer:
             saved = None
             if it % tcfg.checkpoint_interval == 0 or it == tcfg.iters:
                 state = self._state(it)  # collective (RNG gather): every rank calls it
+                self._check_finite_state(state, it)
                 if self.main:
                     self.last_ckpt = saved = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
                 sdist.barrier()
@@ -243,6 +347,20 @@ class Trainer:
             self._finish(metrics, time.perf_counter() - t_run, writer)
         return metrics
 
+    def _check_finite_state(self, state: dict, it: int) -> None:
+        """A checkpoint is written only when every floating tensor of the model and optimizer
+        state is finite (on every rank), so every kept checkpoint can be resumed."""
+        bad = [f"model.{k}" for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        for pid, st in state["optimizer"].get("state", {}).items():
+            bad += [f"optimizer.state[{pid}].{k}" for k, v in st.items() if torch.is_tensor(v)
+                    and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        flag = torch.tensor(float(not bad), device=self.device)
+        if sdist.all_reduce_sum(flag).item() < self.world:
+            raise NonFiniteLossError(f"non-finite weights at iteration {it} ({_names(bad or ['on another rank'])}); "
+                                     f"training stopped, iter_{it}.pth not saved. "
+                                     f"Last good checkpoint: {self.last_ckpt or 'none yet'}")
+
     def _finish(self, metrics: dict, seconds: float, writer: ScalarWriter) -> None:
         writer.close()
         out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, "train_seconds": seconds}
@@ -255,6 +373,10 @@ class Trainer:
 
 
 EPISODE_KEYS = ("support_img", "support_mask")
+
+
+def _names(names: list) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def eval_scalars(metrics: dict) -> dict[str, float]:
