@@ -99,7 +99,7 @@ def save_checkpoint(state: dict, work_dir: str | Path, iteration: int, max_keep:
             for old in work_dir.iterdir():
                 if _BEST_RE.match(old.name) and old != best_path:
                     old.unlink()
-        _atomic_write(work_dir / "last_checkpoint", lambda f: f.write(path.name.encode()))
+        save_marker(work_dir, path)
     except OSError as exc:
         last = find_last_checkpoint(work_dir)
         reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
@@ -110,6 +110,11 @@ def save_checkpoint(state: dict, work_dir: str | Path, iteration: int, max_keep:
         for _, old in ckpts[:-max_keep]:
             old.unlink()
     return path
+
+
+def save_marker(work_dir: str | Path, path: str | Path) -> None:
+    """Points ``work_dir/last_checkpoint`` at ``path`` (atomically)."""
+    _atomic_write(Path(work_dir) / "last_checkpoint", lambda f: f.write(Path(path).name.encode()))
 
 
 def find_last_checkpoint(work_dir: str | Path) -> Optional[Path]:

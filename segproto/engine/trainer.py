@@ -23,7 +23,7 @@ from segproto.methods import build_method
 from . import dist as sdist
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
 from .checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps, run_files,
-                         save_checkpoint)
+                         save_checkpoint, save_marker)
 from .evaluate import evaluate
 from .fewshot import evaluate_fewshot, format_fewshot
 from .logger import ScalarWriter, echo, log_line, memory_mb, save_plots
@@ -97,6 +97,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.start_iter, self.best = 0, {"mIoU": -1.0, "iter": 0}
         self.last_ckpt: Optional[Path] = None
+        self._saved: list[tuple[int, Path]] = []  # (iteration, path): resumed from or written by this run
         self._stats = [(n, b) for n, b in self.method.named_buffers() if n.endswith(("running_mean", "running_var"))]
         if resume:
             self._resume(resume)
@@ -218,6 +219,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.rank])
         self.start_iter, self.best, self.last_ckpt = it, dict(state["best"]), path
+        self._saved.append((it, path))
         if self.main:
             echo(f"resumed from {path} at iteration {self.start_iter}")
 
@@ -257,15 +259,14 @@ class Trainer:
             ok = ok & torch.isfinite(torch.cat([b.detach().reshape(-1).float() for _, b in self._stats])).all()
         finite = ok.float().to(self.device).reshape(())
         if sdist.all_reduce_sum(finite).item() < self.world:
-            last = self.last_ckpt or "none yet"
             if not bool(torch.isfinite(total.detach())):
                 values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                 raise NonFiniteLossError(f"non-finite loss at iteration {it} ({values}); training stopped. "
-                                         f"Last good checkpoint: {last}")
+                                         f"{self._last_good(it)}")
             bad = [n for n, b in self._stats if not bool(torch.isfinite(b).all())] or ["on another rank"]
             raise NonFiniteLossError(f"non-finite BatchNorm statistics at iteration {it} ({_names(bad)}; the loss was "
                                      f"{float(total.detach()):.4g}); training stopped (lower optim.lr or set "
-                                     f"optim.grad_clip). Last good checkpoint: {last}")
+                                     f"optim.grad_clip). {self._last_good(it)}")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.optim.grad_clip:
@@ -336,6 +337,7 @@ class Trainer:
                 self._check_finite_state(state, it)
                 if self.main:
                     self.last_ckpt = saved = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
+                    self._saved = [(i, p) for i, p in self._saved if p.is_file()] + [(it, saved)]
                 sdist.barrier()
             if self.on_eval is not None and self.main and (it % tcfg.eval_interval == 0 or it == tcfg.iters):
                 self.on_eval(it, metrics, saved)
@@ -346,6 +348,24 @@ class Trainer:
         if self.main:
             self._finish(metrics, time.perf_counter() - t_run, writer)
         return metrics
+
+    def _last_good(self, it: int) -> str:
+        """The stop message's last good checkpoint. The forward pass of iteration ``it`` used the
+        weights of ``it - 1``, so a checkpoint of ``it - 1`` is not named (and ``last_checkpoint``
+        is pointed back to the one before it, which a plain ``--resume`` then takes)."""
+        good = [(i, p) for i, p in self._saved if i <= it - 2]
+        suspect = [p for i, p in self._saved if i == it - 1]
+        if not good:
+            return "Last good checkpoint: none" + (f" ({suspect[0].name} holds the weights that gave it)" if suspect else "")
+        path = good[-1][1]
+        if suspect and self.main:
+            try:
+                save_marker(self.work_dir, path)
+            except OSError:
+                pass
+        note = (f" ({suspect[0].name} holds the weights that gave it; last_checkpoint points to {path.name})"
+                if suspect else "")
+        return f"Last good checkpoint: {path}{note}"
 
     def _check_finite_state(self, state: dict, it: int) -> None:
         """A checkpoint is written only when every floating tensor of the model and optimizer
