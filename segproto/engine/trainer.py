@@ -61,10 +61,12 @@ class Trainer:
             A fresh run refuses a work dir that holds another run's checkpoints, ``last_checkpoint``,
             ``scalars.jsonl`` or ``metrics.json`` (:class:`WorkDirError`) unless ``force``.
         force: A fresh run first removes those files of an earlier run from ``work_dir``.
-        on_eval: Called on rank 0 after each evaluation as ``on_eval(iteration, metrics, checkpoint)``,
-            once that iteration's checkpoint is saved; ``checkpoint`` is its path, or ``None`` when the
+        on_eval: Called on every rank after each evaluation as ``on_eval(iteration, metrics, checkpoint)``,
+            once that iteration's checkpoint is saved; ``metrics`` are the global ones (the same on every
+            rank); ``checkpoint`` is its path on rank 0, ``None`` on the other ranks and when the
             iteration saves none (``train.checkpoint_interval`` not aligned with ``train.eval_interval``).
-            Used by the Ray Tune sweeps (``search/``) to report mIoU and checkpoints.
+            Used by the Ray Tune sweeps (``search/``) and Ray Train workers (``segproto.engine.launch``,
+            where every rank reports) to report mIoU and checkpoints.
     """
 
     def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None,
@@ -339,7 +341,7 @@ class Trainer:
                     self.last_ckpt = saved = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
                     self._saved = [(i, p) for i, p in self._saved if p.is_file()] + [(it, saved)]
                 sdist.barrier()
-            if self.on_eval is not None and self.main and (it % tcfg.eval_interval == 0 or it == tcfg.iters):
+            if self.on_eval is not None and (it % tcfg.eval_interval == 0 or it == tcfg.iters):
                 self.on_eval(it, metrics, saved)
         if bar is not None:
             bar.close()
