@@ -98,6 +98,8 @@ def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Pat
     cmd = [sys.executable, "-m", "segproto.train", config, "--work-dir", str(wd)]
     if (wd / "last_checkpoint").is_file():
         cmd.append("--resume")
+    elif (wd / "scalars.jsonl").is_file():  # stopped before its first checkpoint: start it again
+        cmd.append("--force")
     cmd += ["--cfg-options", *overrides, f"seed={seed}", "train.progress_bar=false"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     wd.mkdir(parents=True, exist_ok=True)
