@@ -5,9 +5,10 @@ from .hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototy
                       prototype_separation_loss)
 from .pico import (AnchorSample, Synthesized, pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors,
                    select_examples, synthesize_negatives)
-from .prcl import (BatchPrototypes, PRCLSample, distribution_prototypes, gdp_update, mutual_likelihood_score,
-                   mutual_likelihood_score_indexed, negative_class_probs, prcl_logits, prcl_loss, prcl_sample,
-                   sample_anchors, sample_negative_pixels, virtual_negatives)
+from .prcl import negative_class_probs, sample_anchors, sample_negative_pixels
+from .prcl_loss import PRCLSample, prcl_logits, prcl_loss, prcl_sample
+from .prcl_mls import mutual_likelihood_score, mutual_likelihood_score_indexed
+from .prcl_prototypes import BatchPrototypes, distribution_prototypes, gdp_update, virtual_negatives
 
 __all__ = [
     "AnchorSample",

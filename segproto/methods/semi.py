@@ -233,7 +233,7 @@ class PRCLMethod(MeanTeacherMethod):
     def semi_losses(self, out: dict, gt: Tensor, pseudo: Tensor, conf: Tensor, it: int,
                     gen: torch.Generator) -> dict[str, Tensor]:
         from segproto.engine import dist
-        from segproto.losses.prcl import distribution_prototypes, gdp_update, prcl_loss
+        from segproto.losses import distribution_prototypes, gdp_update, prcl_loss
 
         p = self.prcl
         mu = self.proj(out["feats"])  # [2B, D, h, w]
