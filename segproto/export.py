@@ -1,8 +1,12 @@
-"""Export the deployable segmentor: ``python -m segproto.export CONFIG CKPT OUT``.
+"""Export a trained model as one self-contained file:
+``python -m segproto.export [CONFIG] CKPT OUT [--format pth|torchscript|onnx|exported]``.
 
-The output holds only the segmentor's weights (no projection heads, memories or prototypes),
-with the model config and class names; load it with :func:`load_exported`. Inference cost is
-exactly that of the plain segmentor, whatever method trained it.
+The file holds the deployable network only (no projection heads, memories or prototypes: inference
+costs exactly the plain segmentor, whatever method trained it), its input normalisation, the input
+convention, class names and palette (:mod:`segproto.deploy` describes each format). Load any of
+them with ``segproto.load_model(OUT)``: neither the config nor the dataset is needed. Height and
+width stay dynamic; after writing, the export is loaded back and compared with the checkpoint on a
+random image of odd size (the printed ``parity`` line).
 """
 
 from __future__ import annotations
@@ -13,40 +17,59 @@ from pathlib import Path
 
 import torch
 
-from segproto.cli import add_config_args, load_or_exit, trained_or_exit
+from segproto.cli import load_or_exit
 
 
 def load_exported(path: str | Path, device="cpu"):
-    """Rebuilds the plain segmentor from an exported file (eval mode)."""
-    from segproto.models import build_segmentor
+    """The bare network of an export (a :class:`~segproto.models.Segmentor` or HDMNet) in eval
+    mode; it expects normalised input. ``segproto.load_model`` returns it with its preprocessing,
+    class names and palette."""
+    from segproto.deploy import load_model
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_segmentor(state["model_cfg"], len(state["classes"]))
-    model.load_state_dict(state["segmentor"])
-    return model.to(device).eval()
+    return load_model(path, device).deployable().net.eval()
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m segproto.export", description=__doc__.split("\n")[0])
-    add_config_args(p)
-    p.add_argument("checkpoint")
-    p.add_argument("out")
+    p = argparse.ArgumentParser(prog="python -m segproto.export", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", metavar="[CONFIG] CKPT OUT",
+                   help="optional config (default: the one saved in the checkpoint), checkpoint, output file")
+    p.add_argument("--format", choices=("pth", "torchscript", "onnx", "exported"),
+                   help="default: from OUT's suffix (.onnx, .pt2 = exported, .ts = torchscript, else pth)")
+    p.add_argument("--size", type=int, nargs=2, default=(67, 75), metavar=("H", "W"),
+                   help="example input size used to trace the graph (height and width stay dynamic)")
+    p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[],
+                   metavar="KEY=VALUE", help="overrides of CONFIG")
     a = p.parse_args(argv)
-    cfg = load_or_exit(a.config, a.cfg_options)
+    if len(a.paths) not in (2, 3):
+        p.error("expected CKPT OUT or CONFIG CKPT OUT")
+    *cfg_path, ckpt, out = a.paths
+    cfg = load_or_exit(cfg_path[0], a.cfg_options) if cfg_path else None
+    if a.cfg_options and cfg is None:
+        p.error("--cfg-options needs CONFIG")
 
-    from segproto.config import config_to_dict
-    from segproto.engine.checkpoint import atomic_torch_save
+    from segproto.deploy import ModelFileError, export_model, format_of, load_model
 
-    _, _, names, palette, method = trained_or_exit(cfg, a.checkpoint, cfg.data.val_split)
-    seg = method.deployable()
-    model_cfg = config_to_dict(cfg)["model"]
-    model_cfg["pretrained"] = None  # weights are in the file
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save({"segmentor": seg.state_dict(), "model_cfg": model_cfg, "classes": list(names),
-                       "palette": [list(c) for c in palette] if palette else None}, a.out)
-    n = sum(t.numel() for t in seg.parameters())
-    print(f"exported {a.out}: {n} parameters (segmentor only)")
+    try:
+        fmt = format_of(out, a.format)
+        model = load_model(ckpt, "cpu", config=cfg)
+        path = export_model(model, out, fmt, example_size=a.size)
+        diff = parity(model, load_model(path, "cpu"), a.size)
+    except (FileNotFoundError, ModelFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    n = sum(t.numel() for t in model.deployable().net.parameters())
+    print(f"exported {path} ({fmt}, {model.kind}, {model.num_classes} classes): {n} parameters (deployable model only)")
+    print(f"parity: max |logit difference| {diff:.3g} against the checkpoint at {a.size[0] + 2}x{a.size[1] + 4}")
     return 0
+
+
+@torch.no_grad()
+def parity(reference, exported, size) -> float:
+    """Max absolute logit difference of two models on one seeded random image of ``size + (2, 4)``."""
+    from segproto.deploy import _example_inputs
+
+    inputs = [t[:1] for t in _example_inputs(reference.meta, (size[0] + 2, size[1] + 4))]
+    return float((reference(*inputs) - exported(*inputs)).abs().max())
 
 
 if __name__ == "__main__":

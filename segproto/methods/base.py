@@ -57,6 +57,22 @@ class SegMethod(nn.Module):
         """The inference model: the segmentor alone, no training-only parts."""
         return self.segmentor
 
+    @classmethod
+    def deployable_key(cls, cfg: Any) -> str:
+        """Prefix of :meth:`deployable`'s weights in the method's state dict (``segproto.load_model``
+        reads a training checkpoint without building the training-only parts)."""
+        return "segmentor"
+
+    @classmethod
+    def build_deployable(cls, cfg: Any, num_classes: int) -> nn.Module:
+        """An untrained :meth:`deployable` of ``cfg``, its weights left for a checkpoint
+        (no pretrained file is read)."""
+        import dataclasses
+
+        model_cfg = dataclasses.replace(cfg.model, pretrained=None, sync_bn=False) if dataclasses.is_dataclass(cfg.model) else \
+            {**dict(cfg.model), "pretrained": None, "sync_bn": False}
+        return build_segmentor(model_cfg, num_classes)
+
 
 class CEMethod(SegMethod):
     """Plain pixel-wise cross-entropy (the baseline)."""

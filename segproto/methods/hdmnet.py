@@ -10,6 +10,7 @@ bare :class:`~segproto.models.hdmnet.HDMNet`, at zero inference overhead.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import torch.nn.functional as F
@@ -18,9 +19,43 @@ from torch import Tensor, nn
 from segproto.losses.hdmnet import correlation_distillation_loss
 from segproto.models.hdmnet import HDMNet
 
-__all__ = ["HDMNetMethod", "backbone_state_from_checkpoint"]
+__all__ = ["HDMNetMethod", "backbone_state_from_checkpoint", "hdmnet_kwargs", "stage_one_checkpoint"]
 
 _PREFIX = "segmentor.backbone."
+
+
+def hdmnet_kwargs(cfg: Any, pretrained: bool = True) -> dict[str, Any]:
+    """``HDMNet`` constructor arguments of a config (plain values: an export stores them);
+    ``pretrained=False`` leaves out the ImageNet weights file."""
+    m, f = cfg.model, cfg.fewshot
+    return {"backbone": m.backbone, "pretrained": m.pretrained if pretrained else None,
+            "strict": m.pretrained_strict, "dim": f.dim, "temperature": f.temperature,
+            "prior_scale": f.prior_scale, "match_tile": f.match_tile, "feature_cache_mb": f.feature_cache_mb,
+            **dict(m.backbone_kwargs)}
+
+
+def stage_one_checkpoint(cfg: Any) -> str:
+    """The stage-one checkpoint of ``fewshot.backbone_checkpoint`` (``{fold}`` and ``{shots}``
+    substituted): a file as given, or a stage-one work dir's last checkpoint (its
+    ``last_checkpoint``, else its highest ``iter_N.pth``).
+
+    Raises:
+        CheckpointError: One line naming the key, the path and what was expected there.
+    """
+    from segproto.engine.checkpoint import CheckpointError, find_last_checkpoint
+
+    f = cfg.fewshot
+    path = Path(str(f.backbone_checkpoint).format(fold=f.fold, shots=f.shots)).expanduser()
+    if path.is_dir():
+        last = find_last_checkpoint(path)
+        if last is None:
+            raise CheckpointError(f"fewshot.backbone_checkpoint: work dir {path} holds no checkpoint "
+                                    f"(expected last_checkpoint or iter_N.pth of a finished stage-one run)")
+        return str(last)
+    if not path.is_file():
+        raise CheckpointError(f"fewshot.backbone_checkpoint: {path} not found (expected a stage-one "
+                                f"checkpoint file or its work dir; train configs/hdmnet/base_*.yaml first)")
+    return str(path)
 
 
 def backbone_state_from_checkpoint(path: str) -> dict[str, Tensor]:
@@ -70,14 +105,22 @@ class HDMNetMethod(nn.Module):
         in the path are substituted. The backbone
         always runs at output stride 8 (``model.output_stride`` is not used).
         """
-        m, f = cfg.model, cfg.fewshot
-        model = HDMNet(m.backbone, m.pretrained, m.pretrained_strict, dim=f.dim, temperature=f.temperature,
-                       prior_scale=f.prior_scale, match_tile=f.match_tile, feature_cache_mb=f.feature_cache_mb,
-                       **dict(m.backbone_kwargs))
+        f = cfg.fewshot
+        model = HDMNet(**hdmnet_kwargs(cfg))
         if f.backbone_checkpoint:
-            path = str(f.backbone_checkpoint).format(fold=f.fold, shots=f.shots)  # e.g. .../base_fold{fold}/...
+            path = stage_one_checkpoint(cfg)
             model.load_backbone_state(backbone_state_from_checkpoint(path), f"fewshot.backbone_checkpoint {path}")
         return cls(model, f.distill_weight, cfg.data.ignore_index)
+
+    @classmethod
+    def deployable_key(cls, cfg: Any) -> str:
+        return "model"
+
+    @classmethod
+    def build_deployable(cls, cfg: Any, num_classes: int = 2) -> HDMNet:
+        """An untrained HDMNet of ``cfg`` for a checkpoint that holds every weight, backbone
+        included: neither the ImageNet file nor the stage-one checkpoint is read."""
+        return HDMNet(**hdmnet_kwargs(cfg, pretrained=False))
 
     def forward(self, img: Tensor, gt: Optional[Tensor] = None, it: int = 0, *,
                 support_img: Optional[Tensor] = None, support_mask: Optional[Tensor] = None) -> Any:

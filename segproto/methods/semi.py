@@ -169,6 +169,10 @@ class MeanTeacherMethod(SegMethod):
         """The teacher's segmentor (``semi.eval_teacher``, as the public code evaluates) or the student."""
         return self.teacher.model if self.semi.eval_teacher else self.segmentor
 
+    @classmethod
+    def deployable_key(cls, cfg: Any) -> str:
+        return "teacher.model" if cfg.semi.eval_teacher else "segmentor"
+
 
 class VarianceHead(nn.Module):
     """Per-pixel, per-dimension variance in ``(var_min, 1)``: 1x1 conv, BN, ReLU, 1x1 conv, sigmoid."""
