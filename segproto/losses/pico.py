@@ -1,5 +1,6 @@
-"""PiCo pixel contrast as pure functions: the loss, hard-example selection, negative synthesis and
-segmentation-aware anchor sampling (formulas: ``docs/methods/pico.md``).
+"""PiCo pixel contrast as pure functions: the batch loss, hard-example selection and negative
+synthesis here; the memory-bank loss in :mod:`.pico_memory` and the anchor sampling in
+:mod:`.pico_anchors`, both exported from here too (formulas: ``docs/methods/pico.md``).
 
 Everything here is stateless and vectorised (masks, ``logsumexp``, ``topk``, sorts); the memories
 and the schedule live in :class:`segproto.methods.pico.PiCoMethod`.
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segproto import ops
+from .pico_anchors import AnchorSample, sample_hard_anchors
+from .pico_memory import memory_contrast_loss
 
 __all__ = [
     "AnchorSample",
@@ -33,7 +35,7 @@ __all__ = [
 SAMPLING_MODES = ("all", "random", "hardest", "semi_hard")
 
 
-def _dot(a: Tensor, b: Tensor) -> Tensor:
+def _full_precision_dot(a: Tensor, b: Tensor) -> Tensor:
     """``a [N, D]`` against ``b [M, D]`` (-> [N, M]) or per anchor ``b [N, E, D]`` (-> [N, E]), in
     ``a``'s dtype even under autocast (which would otherwise run the matmul in 16 bits)."""
     with torch.autocast(a.device.type, enabled=False):
@@ -110,7 +112,7 @@ def similarity_and_masks(anchors: Tensor, anchor_labels: Tensor, contrast: Optio
         if contrast_labels is None:
             raise ValueError("pixel contrast: `contrast` needs `contrast_labels`")
         c, c_labels = contrast, contrast_labels
-    sim = _dot(a, c) / temperature  # [N, M]
+    sim = _full_precision_dot(a, c) / temperature  # [N, M]
     valid = (anchor_labels != ignore_index).unsqueeze(1) & (c_labels != ignore_index).unsqueeze(0)
     same = anchor_labels.unsqueeze(1) == c_labels.unsqueeze(0)  # [N, M]
     pos, neg = same & valid, ~same & valid
@@ -141,7 +143,7 @@ def pixel_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Option
                                          ignore_index)
     extra = None
     if extra_negatives is not None:
-        extra = _dot(anchors.to(sim.dtype), extra_negatives) / temperature  # [N, E]
+        extra = _full_precision_dot(anchors.to(sim.dtype), extra_negatives) / temperature  # [N, E]
     return contrast_from_logits(sim, pos, sim, neg, temperature, base_temperature, extra, extra_negatives_mask)
 
 
@@ -262,237 +264,5 @@ def pico_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optiona
         hi, hv = ((ni, neg_m) if sampling == "hardest"
                   else select_examples(sim, neg, hard_k, "hardest", True, generator=generator))
         syn = synthesize_negatives(a, c, hi, hv, synth_neg_neg, synth_neg_anchor, alpha_max, generator)
-        extra, extra_mask = _dot(a, syn.feats) / temperature, syn.mask
+        extra, extra_mask = _full_precision_dot(a, syn.feats) / temperature, syn.mask
     return contrast_from_logits(pos_l, pos_m, neg_l, neg_m, temperature, base_temperature, extra, extra_mask)
-
-
-class _PrecomputedGrad(torch.autograd.Function):
-    """A scalar whose gradient with respect to ``x`` was computed with its value (first order only)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, value: Tensor, grad: Tensor) -> Tensor:
-        ctx.save_for_backward(grad)
-        return value.clone()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor):
-        (grad,) = ctx.saved_tensors
-        return g * grad, None, None
-
-
-def _scratch(workspace: Optional[dict], name: str, shape: tuple[int, ...], like: Tensor,
-             dtype: Optional[torch.dtype] = None) -> Tensor:
-    """An uninitialised tensor of ``shape``; with a CPU ``workspace`` (a dict the caller keeps across
-    calls), a view of a buffer kept there and grown when too small. Large fresh CPU allocations are
-    mmap'ed and zero-filled page by page by the OS at first touch (a 700 MB logit matrix: ~0.1 s per
-    step); GPUs have PyTorch's caching allocator instead, so there the workspace is not used."""
-    dtype = dtype or like.dtype
-    if workspace is None or like.device.type != "cpu":
-        return like.new_empty(shape, dtype=dtype)
-    numel = math.prod(shape)
-    buf = workspace.get(name)
-    if buf is None or buf.dtype != dtype or buf.numel() < numel:
-        buf = workspace[name] = like.new_empty((numel,), dtype=dtype)
-    return buf[:numel].view(shape)
-
-
-def _filled_rows(banks: list[Tensor], cnt: Tensor, sizes: list[int], dtype: torch.dtype,
-                 workspace: Optional[dict] = None) -> Tensor:
-    """The written slots of every bank as one ``[F, D]`` copy: bank by bank, class-major within a
-    bank (``bank[c, :cnt[b, c]]`` for c = 0..K-1). ``sizes[b] = cnt[b].sum()`` (known on the host)."""
-    k, d = banks[0].shape[0], banks[0].shape[2]
-    rows = _scratch(workspace, "rows", (sum(sizes), d), banks[0])
-    start = 0
-    for bank, c, size in zip(banks, cnt, sizes):
-        m = bank.shape[1]
-        first = torch.cumsum(c, 0) - c  # row of (c, slot 0) in the copy
-        base = torch.arange(k, device=c.device) * m - first  # flat slot = c * m + (row - first[c])
-        slot = torch.arange(size, device=c.device) + torch.repeat_interleave(base, c, output_size=size)
-        torch.index_select(bank.reshape(-1, d), 0, slot, out=rows[start:start + size])
-        start += size
-    return rows.to(dtype)
-
-
-def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Tensor], counts: list[Tensor],
-                         temperature: float = 0.1, base_temperature: float = 0.07,
-                         ignore_index: int = 255, workspace: Optional[dict] = None) -> Tensor:
-    """:func:`pixel_contrast_loss` against the written slots of per-class memories, without masks.
-
-    The value is ``pixel_contrast_loss(anchors, anchor_labels, rows, row_labels, temperature,
-    base_temperature, ignore_index=ignore_index)`` where ``rows`` / ``row_labels`` are the written
-    slots ``bank[c, :count[c]]`` (label c) of every bank; the memory rows are constants (no
-    gradient). Tested against that function and a float64 loop.
-
-    How: the written rows are copied class-major, so the positives of anchor i are the contiguous
-    rows of class ``y_i`` in each bank; they are gathered into ``[N, P]`` (P = the most positives of
-    any anchor) and everything else is a negative. With the positives set to ``-inf`` in place,
-    ``m_i`` = the largest negative logit and ``e_ij = exp(s_ij - m_i)``, the negative sum is a plain
-    row sum (``>= 1``: no overflow, no underflow, as the masked logsumexp) and
-    ``lse_N(i) = m_i + log(sum_j e_ij)``. No ``[N, F]`` label masks, no masked logsumexp; the softplus
-    runs on the ``[N, P]`` positives only. The gradient with respect to the anchors is formed in
-    the same pass, in closed form (``e_ij * g_i / sum_j e_ij`` on negatives with
-    ``g_i = w_i sum_{j in P(i)} sigmoid(lse_N(i) - s_ij)``, ``-w_i sigmoid(lse_N(i) - s_ij)`` on
-    positives, ``w_i = (T / T_base) / (|P(i)| * #anchors with positives)``), so autograd keeps no
-    ``[N, F]`` intermediate (first-order gradients only).
-
-    Args:
-        anchors: [N, D] embeddings (computed in float32, or float64 for float64 input).
-        anchor_labels: [N] int64.
-        banks: per memory, ``[K, M_b, D]`` rows (class-major ring buffers, same K and D).
-        counts: per memory, ``[K]`` int64 written slots per class (slots ``>= count`` never read).
-        temperature, base_temperature, ignore_index: as :func:`pixel_contrast_loss` (memory rows of
-            class ``ignore_index``, if any, take no part).
-        workspace: optional dict kept by the caller across calls: on the CPU the ``[N, F]`` logits
-            and the ``[F, D]`` row copy reuse buffers kept there (same results, no page faults).
-
-    Returns:
-        Scalar loss; 0 with a gradient path when no anchor has a positive (e.g. empty memories).
-    """
-    a = anchors if anchors.dtype == torch.float64 else anchors.float()
-    dev, dt = a.device, a.dtype
-    k, nb, n = banks[0].shape[0], len(banks), a.shape[0]
-    cnt = torch.stack(counts)  # [nb, K]
-    if 0 <= ignore_index < k:  # rows labelled ignore_index are neither positives nor negatives: drop them
-        cnt = cnt.masked_fill(torch.arange(k, device=dev) == ignore_index, 0)
-    host = cnt.tolist()  # the one host sync: every shape below follows from the counts
-    sizes, p_b = [sum(r) for r in host], [max(r) for r in host]  # rows per bank, most rows of a class
-    f = sum(sizes)
-    rows = _filled_rows(banks, cnt, sizes, dt, workspace)  # [F, D]
-    need_grad = a.requires_grad and torch.is_grad_enabled()
-    ratio = temperature / base_temperature
-    grad = None
-    with torch.no_grad(), torch.autocast(dev.type, enabled=False):
-        y = anchor_labels
-        y_ok = (y >= 0) & (y < k) & (y != ignore_index)
-        y_safe = torch.where(y_ok, y, torch.zeros_like(y))
-        off = (torch.cumsum(cnt.reshape(-1), 0) - cnt.reshape(-1)).reshape(nb, k)  # first row of each (bank, class)
-        cnt_y = cnt[:, y_safe] * y_ok  # [nb, N] positives of each anchor in each bank
-        n_pos = cnt_y.sum(0)  # [N]
-        keep = n_pos > 0
-        n_keep = keep.sum()
-        if f == 0 or n == 0:  # no anchor has a positive
-            value, grad = ratio * a.new_zeros(()), torch.zeros_like(a) if need_grad else None
-        else:
-            sim = torch.mm(a / temperature, rows.t(), out=_scratch(workspace, "sim", (n, f), a))  # [N, F] logits
-            first = off[0, y_safe]  # padding of the positive index: a positive of the same anchor
-            for b in range(nb - 1, -1, -1):
-                first = torch.where(cnt_y[b] > 0, off[b, y_safe], first)
-            first = (first * keep).unsqueeze(1)
-            idx, valid = [], []
-            for b in range(nb):
-                ar = torch.arange(p_b[b], device=dev)  # [P_b]: at most this many positives in bank b
-                ok = ar < cnt_y[b].unsqueeze(1)  # [N, P_b]
-                idx.append(torch.where(ok, off[b, y_safe].unsqueeze(1) + ar, first))
-                valid.append(ok)
-            idx, valid = torch.cat(idx, 1), torch.cat(valid, 1)  # [N, P]
-            pos = sim.gather(1, idx)  # [N, P] positive logits (padding: a repeated positive)
-            sim.scatter_add_(1, idx, torch.full_like(pos, float("-inf")))  # positives out of the negative sum
-            shift = sim.amax(1, keepdim=True)  # [N, 1] the largest negative logit (-inf: no negative)
-            shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-            e = sim.sub_(shift).exp_()  # [N, F] exp(s_ij - shift_i): 0 on positives, <= 1, max 1 on negatives
-            neg_sum = e.sum(1, keepdim=True)  # [N, 1], >= 1 with a negative (no underflow), 0 without
-            neg_lse = shift + neg_sum.log()  # [N, 1]; -inf without negatives
-            x = (neg_lse - pos).masked_fill_(~valid, float("-inf"))  # [N, P]; padding -> 0 below
-            per_anchor = F.softplus(x).sum(1) / n_pos.clamp(min=1)
-            value = ratio * (per_anchor * keep).sum() / n_keep.clamp(min=1)
-            if need_grad:
-                w = (ratio / (n_pos.clamp(min=1) * n_keep.clamp(min=1)).to(dt) * keep).unsqueeze(1)  # [N, 1]
-                # d softplus(x) / dx as autograd's softplus_backward (threshold 20: exactly 1 above); 0 on padding
-                sig = torch.sigmoid(x).masked_fill_(x > 20.0, 1.0)  # [N, P]
-                coef = w * sig.sum(1, keepdim=True) / torch.where(neg_sum > 0, neg_sum, torch.ones_like(neg_sum))
-                gs = e.mul_(coef)  # d L / d s_ij on negatives (0 on positives)
-                gs.scatter_add_(1, idx, sig.mul_(-w))  # positives (padding adds 0)
-                grad = (gs @ rows) / temperature  # [N, D]
-    if grad is None:
-        return value
-    return _PrecomputedGrad.apply(a, value, grad)
-
-
-class AnchorSample(NamedTuple):
-    """Anchors drawn by :func:`sample_hard_anchors`, sorted by (image, class), easy before hard."""
-
-    feats: Tensor  # [S, D]
-    labels: Tensor  # [S] int64
-    image: Tensor  # [S] int64
-    pixel: Tensor  # [S] int64 (flat index in the embedding map)
-    hard: Tensor  # [S] bool: labelled c but predicted otherwise
-    hard_frac: Tensor  # scalar float: hard.mean() (0 when S = 0)
-
-
-def sample_hard_anchors(emb: Tensor, labels: Tensor, preds: Tensor, num_classes: int, max_samples: int,
-                        max_views: int, ignore_index: int = 255, generator: Optional[torch.Generator] = None,
-                        fixed_shape: Optional[bool] = None) -> AnchorSample:
-    """Segmentation-aware hard anchor sampling, vectorised (no loop over images or classes).
-
-    Every (image b, class c) with more than ``max_views`` labelled pixels takes part; with A such
-    pairs, each gives ``n_view = min(max_samples // A, max_views)`` distinct pixels: half hard
-    (labelled c, predicted otherwise) and half easy (labelled and predicted c), the kind that runs
-    short filled up from the other. Uniform within each kind, fully determined by ``generator``.
-
-    Args:
-        emb: [B, N, D] embeddings (N = h * w). labels, preds: [B, N] int64 at the same resolution.
-        num_classes: K. max_samples, max_views: as above. ignore_index: unlabelled pixels.
-        generator: on ``emb.device``.
-        fixed_shape: return exactly ``max_samples`` rows: the ``A * n_view`` anchors first, then
-            padding rows labelled ``ignore_index`` (every PiCo loss leaves those out), so no shape
-            depends on the labels and the only host sync is the label check. Default: True on
-            every device but the CPU (where a sync costs nothing and padding would cost loss compute).
-
-    Returns:
-        :class:`AnchorSample` sorted by (image, class), easy before hard (padding last);
-        ``hard_frac`` is over the drawn anchors.
-    """
-    b, n, _ = emb.shape
-    dev, k = emb.device, num_classes
-    fixed = dev.type != "cpu" if fixed_shape is None else fixed_shape
-    flat = labels.reshape(-1)
-    valid = flat != ignore_index
-    bad = valid & ((flat < 0) | (flat >= k))
-    if bool(bad.any()):
-        raise ValueError(f"sample_hard_anchors: label {int(flat[bad][0])} is outside [0, {k}) "
-                         f"and is not ignore_index ({ignore_index})")
-    # random order within a group = ascending (key, pixel); on the CPU the keys are the draws of
-    # earlier releases (seeded CPU runs unchanged), elsewhere drawn without a host sync
-    keys = ops.uniform_pixel_keys(labels, ignore_index, generator).reshape(-1)
-    pair = torch.where(valid, torch.arange(b * n, device=dev) // n * k + flat, b * k)  # b * k: ignored
-    hard = valid & (preds.reshape(-1) != flat)
-    group = 2 * pair + hard.long()  # 2 * b * k: ignored pixels
-    order = torch.sort(keys, stable=True)[1]
-    g, by_group = torch.sort(group[order], stable=True)
-    order = order[by_group]  # by group, random within a group
-    # group sizes by a search in the sorted groups (bincount would read the device twice on a GPU)
-    first = torch.searchsorted(g, torch.arange(2 * b * k + 2, device=dev))  # [2 * B * K + 2]
-    size = first[1:] - first[:-1]  # [2 * B * K + 1]
-    n_hard = size[1:2 * b * k:2]
-    n_pair = size[0:2 * b * k:2] + n_hard
-    eligible = n_pair > max_views
-    n_eligible = eligible.sum()
-    n_view = torch.where(n_eligible > 0, (max_samples // n_eligible.clamp(min=1)).clamp(max=max_views), 0)
-    keep_hard = torch.minimum(n_hard, torch.clamp(n_view - (n_pair - n_hard), min=n_view // 2))
-    keep_hard = torch.where(eligible, keep_hard, 0)
-    keep_easy = torch.where(eligible, n_view - keep_hard, 0)
-    quota = torch.stack([keep_easy, keep_hard], 1).reshape(-1)  # [2 * B * K], group = 2 * pair + hard
-    quota = torch.cat([quota, quota.new_zeros(1)])  # the ignored pixels' group takes nothing
-    rank = torch.arange(b * n, device=dev) - first[g]
-    drawn = rank < quota[g]
-    if fixed:
-        # eligible pair j (in (image, class) order) owns slots [j * n_view, (j + 1) * n_view), easy first
-        p = torch.div(g, 2, rounding_mode="floor").clamp(max=b * k - 1)
-        start = (torch.cumsum(eligible.long(), 0) - 1) * n_view
-        slot = start[p] + (g % 2) * keep_easy[p] + rank
-        out = torch.full((max_samples + 1,), -1, dtype=torch.long, device=dev)
-        out.scatter_(0, torch.where(drawn, slot, max_samples), order)  # slot max_samples: the rest
-        idx = out[:-1]
-        filled = idx >= 0
-        idx = idx.clamp(min=0)
-        lab = torch.where(filled, flat[idx], ignore_index)
-        is_hard = hard[idx] & filled
-        frac = is_hard.sum() / filled.sum().clamp(min=1)
-    else:
-        idx = order[drawn]
-        lab, is_hard = flat[idx], hard[idx]
-        frac = is_hard.float().mean() if is_hard.numel() else emb.new_zeros((), dtype=torch.float32)
-    image, pixel = torch.div(idx, n, rounding_mode="floor"), idx % n
-    return AnchorSample(emb[image, pixel], lab, image, pixel, is_hard, frac.float())
-
