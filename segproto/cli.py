@@ -65,3 +65,29 @@ def trained_or_exit(cfg, ckpt: str, split: str, device="cpu"):
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def add_test_mode_args(p: argparse.ArgumentParser) -> None:
+    """``--mode whole|slide --crop H W --stride H W --flip --scales R ...`` (:class:`segproto.tta.TestMode`)."""
+    g = p.add_argument_group("test-time mode (mmseg semantics; docs/inference.md)")
+    g.add_argument("--mode", choices=("whole", "slide"), default="whole", help="whole image (default) or sliding window")
+    g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="slide: window size")
+    g.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide: window step")
+    g.add_argument("--flip", action="store_true", help="also the left-right flipped image (softmax averaged)")
+    g.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="R",
+                   help="resize ratios of the image, e.g. 0.5 0.75 1.0 1.25 1.5 1.75 (softmax averaged)")
+
+
+def test_mode_or_exit(a: argparse.Namespace):
+    """The :class:`segproto.tta.TestMode` of the parsed flags; a bad combination prints one line and exits 2."""
+    from segproto.tta import TestMode
+
+    if a.mode == "whole" and (a.crop or a.stride):
+        print("error: --crop/--stride need --mode slide", file=sys.stderr)
+        sys.exit(2)
+    try:
+        return TestMode(a.mode, tuple(a.crop) if a.crop else None, tuple(a.stride) if a.stride else None,
+                        a.flip, tuple(a.scales))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

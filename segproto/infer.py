@@ -1,81 +1,116 @@
-"""Predict images: ``python -m segproto.infer CONFIG CKPT IMAGES... --out DIR`` writes, per image, a
-label PNG (class ids) and a colour overlay."""
+"""Segment images: ``python -m segproto.infer MODEL IMAGES... --out DIR`` (MODEL: a training
+checkpoint or an export of any format; also ``CONFIG CKPT IMAGES...``).
+
+Per image, ``DIR/<name>_pred.png`` (class ids, palette PNG) and ``DIR/<name>_overlay.png`` (the
+image blended with the class colours). Neither a config nor the dataset is needed. A file that
+cannot be read is reported on one line and skipped; a summary follows, and the exit status is 1
+when any image failed. Two inputs never write the same output: names that collide (``x.jpg`` and
+``x.png``, or the same name in two folders) keep their extension, then a counter.
+HDMNet models segment the class shown by ``--support IMG MASK`` (given once per shot).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
-from PIL import Image
 
-from segproto.cli import add_config_args, load_or_exit, trained_or_exit
+from segproto.cli import add_test_mode_args, load_or_exit, test_mode_or_exit
+from segproto.deploy import default_palette  # noqa: F401  (re-exported)
+from segproto.visualize import colorize, overlay, save_label_png  # noqa: F401  (re-exported)
 
-
-def default_palette(k: int) -> list[tuple[int, int, int]]:
-    """A fixed, distinguishable palette when the dataset defines none."""
-    rng = np.random.default_rng(0)
-    return [tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(k)]
+_CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
-def colorize(pred: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """[H, W] class ids -> [H, W, 3] uint8 colours (255 = black)."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = np.asarray(palette, np.uint8)
-    return lut[pred.astype(np.uint8)]
-
-
-def overlay(img: np.ndarray, pred: np.ndarray, palette, alpha: float = 0.5) -> np.ndarray:
-    return (img.astype(np.float32) * (1 - alpha) + colorize(pred, palette) * alpha).astype(np.uint8)
-
-
-@torch.no_grad()
-def predict(method, img: np.ndarray, mean, std, device) -> np.ndarray:
-    """[H, W, 3] uint8 RGB -> [H, W] predicted class ids."""
-    x = torch.from_numpy(img).permute(2, 0, 1).float()
-    x = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
-    return method(x[None].to(device)).argmax(1)[0].cpu().numpy()
-
-
-def save_overlays(method, dataset, out_dir, palette: Optional[list], device) -> None:
-    """Overlays for every sample of a dataset (used by ``segproto.test --show-dir``)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    palette = palette or default_palette(dataset.num_classes)
-    for i in range(len(dataset)):
-        img, _ = dataset.load(i)
-        logits = method(dataset[i]["img"][None].to(device))
-        pred = logits.argmax(1)[0].cpu().numpy()
-        Image.fromarray(overlay(img, pred, palette)).save(out / f"{dataset.names[i]}.png")
+def output_names(paths: Sequence[str]) -> list[str]:
+    """One distinct output name per input: the stem; the file name with its extension
+    (``x_jpg``) where stems collide; then ``_2``, ``_3``... where even those collide."""
+    stems = Counter(Path(p).stem for p in paths)
+    first = [Path(p).stem if stems[Path(p).stem] == 1 else Path(p).name.replace(".", "_") for p in paths]
+    seen: Counter = Counter()
+    out = []
+    for name in first:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    taken = set()
+    for i, name in enumerate(out):  # a counter name may equal another input's name
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        out[i] = name
+    return out
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m segproto.infer", description=__doc__.split("\n")[0])
-    add_config_args(p)
-    p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+")
+    p = argparse.ArgumentParser(prog="python -m segproto.infer", description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", metavar="MODEL IMAGES...",
+                   help="checkpoint or export, then images (or CONFIG CKPT IMAGES...)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--support", nargs=2, action="append", metavar=("IMG", "MASK"), default=[],
+                   help="HDMNet: a support image and its mask (non-zero = foreground); once per shot")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[],
+                   metavar="KEY=VALUE", help="overrides of CONFIG (CONFIG CKPT IMAGES... form)")
+    add_test_mode_args(p)
     a = p.parse_args(argv)
-    cfg = load_or_exit(a.config, a.cfg_options)
+    paths = list(a.paths)
+    cfg = None
+    if Path(paths[0]).suffix.lower() in _CONFIG_SUFFIXES:
+        cfg = load_or_exit(paths.pop(0), a.cfg_options)
+    if len(paths) < 2:
+        p.error("expected MODEL IMAGES... (or CONFIG CKPT IMAGES...)")
+    mode = test_mode_or_exit(a)
 
-    from segproto.data import load_image
+    from segproto.deploy import ModelFileError, inference, load_model, read_mask, to_rgb
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    _, k, _, palette, method = trained_or_exit(cfg, a.checkpoint, cfg.data.val_split, device)  # val: label space
-    palette = palette or default_palette(k)
+    try:
+        model = load_model(paths[0], a.device, config=cfg)
+    except (FileNotFoundError, ModelFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if model.kind == "hdmnet" and not a.support:
+        print(f"error: {paths[0]} is a few-shot (HDMNet) model: give the class to segment with --support IMG MASK "
+              f"(once per shot)", file=sys.stderr)
+        return 2
+    if model.kind != "hdmnet" and a.support:
+        print(f"error: --support is for few-shot (HDMNet) models; {paths[0]} is a {model.num_classes}-class segmentor",
+              file=sys.stderr)
+        return 2
+    support = []
+    for img, mask in a.support:
+        try:
+            support.append((to_rgb(img), read_mask(mask)))
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            print(f"error: --support: {exc}", file=sys.stderr)
+            return 1
+    images = paths[1:]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in a.images:
-        img = load_image(path)
-        pred = predict(method, img, cfg.data.mean, cfg.data.std, device)
-        stem = Path(path).stem
-        Image.fromarray(pred.astype(np.uint8)).save(out / f"{stem}_pred.png")
-        Image.fromarray(overlay(img, pred, palette)).save(out / f"{stem}_overlay.png")
-        print(f"{path} -> {out / (stem + '_overlay.png')}")
-    return 0
+    palette = model.palette
+    failed = 0
+    for path, name in zip(images, output_names(images)):
+        try:
+            img = to_rgb(path)
+            pred = inference(model, img, test_mode=mode, support=support or None)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+            continue
+        save_label_png(pred, palette, out / f"{name}_pred.png")
+        shown = np.round(img).clip(0, 255).astype(np.uint8)
+        from PIL import Image
+
+        Image.fromarray(overlay(shown, pred, palette, a.alpha)).save(out / f"{name}_overlay.png")
+        print(f"{path} -> {out / (name + '_pred.png')}, {out / (name + '_overlay.png')}")
+    done = len(images) - failed
+    print(f"{done} of {len(images)} images segmented" + (f", {failed} failed (see the errors above)" if failed else "")
+          + f"; outputs in {out}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
