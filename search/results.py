@@ -44,10 +44,12 @@ def trial_row(trial_id: str, tune_status: str, params: Mapping[str, Any],
               reports: Sequence[Mapping[str, Any]], iters: int) -> TrialRow:
     """A row from the ``{"iter": N, "mIoU": x}`` reports of one trial and its Tune status.
 
-    ``ERROR`` -> ``error``; ``TERMINATED`` -> ``completed`` if it evaluated ``iters`` (the
-    config's ``train.iters``), else ``early_stopped``; anything else (pending, paused,
-    running when the sweep was interrupted) -> ``unfinished``.
+    ``ERROR`` -> ``error``; ``TERMINATED`` -> ``completed`` if it evaluated its own budget (the
+    trial's sampled ``train.iters`` when the space has that key, else ``iters``, the config's),
+    else ``early_stopped``; anything else (pending, paused, running when the sweep was
+    interrupted) -> ``unfinished``.
     """
+    iters = int(params.get("train.iters", iters))
     scored = [r for r in reports if isinstance(r.get("mIoU"), (int, float)) and math.isfinite(r["mIoU"])]
     best = max(scored, key=lambda r: r["mIoU"], default=None)
     last = max((int(r["iter"]) for r in scored), default=0)

@@ -37,7 +37,9 @@ def run_trial(config: Mapping[str, Any], base: Mapping[str, Any]) -> None:
     if resume is not None and _iteration(resume) >= cfg.train.iters:
         resume.unlink()  # it stopped after its last report, which Tune has with this checkpoint
         return
-    Trainer(cfg, work_dir, resume=resume, on_eval=lambda it, metrics, ckpt: _report(it, metrics, ckpt, work_dir)).run()
+    # the trial owns its folder: a trial restarted without a checkpoint replaces its own earlier outputs
+    Trainer(cfg, work_dir, resume=resume, force=resume is None,
+            on_eval=lambda it, metrics, ckpt: _report(it, metrics, ckpt, work_dir)).run()
 
 
 def _iteration(ckpt: Path) -> int:

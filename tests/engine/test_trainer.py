@@ -13,6 +13,37 @@ from segproto.engine.checkpoint import save_checkpoint
 from tests.engine.conftest import REPO
 
 
+def _reference_miou(cfg, ckpt, level: str = "fine") -> float:
+    """mIoU of a checkpoint on the val split, from a NumPy confusion matrix (not SegEvaluator):
+    IoU = TP / (TP + FP + FN) per class, NaN for an empty union, mean over the finite ones."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from segproto.engine.builder import build_split
+    from segproto.engine.loading import load_trained
+
+    ds = build_split(cfg, cfg.data.val_split, train=False)
+    k = ds.num_classes
+    method = load_trained(cfg, ckpt, k, ds.taxonomy)
+    cm = np.zeros((k, k), np.int64)
+    with torch.no_grad():
+        for batch in DataLoader(ds, batch_size=cfg.data.val_batch_size):
+            pred, gt = method(batch["img"]).argmax(1).numpy().ravel(), batch["gt"].numpy().ravel()
+            keep = gt != cfg.data.ignore_index
+            cm += np.bincount(gt[keep] * k + pred[keep], minlength=k * k).reshape(k, k)
+    if level != "fine":
+        lv = ds.taxonomy.level_names.index(level)
+        up = np.asarray([ds.taxonomy.parent_map(0, lv)[c] for c in range(k)])
+        kc = int(up.max()) + 1
+        coarse = np.zeros((kc, kc), np.int64)
+        np.add.at(coarse, (up[:, None].repeat(k, 1), up[None, :].repeat(k, 0)), cm)
+        cm = coarse
+    tp = np.diag(cm).astype(float)
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    return float(np.nanmean(iou) * 100)
+
+
 def test_outputs_and_metrics_json(tiny_cfg, tmp_path):
     wd = tmp_path / "wd"
     metrics = Trainer(tiny_cfg(), wd).run()
@@ -20,7 +51,8 @@ def test_outputs_and_metrics_json(tiny_cfg, tmp_path):
     assert {"aAcc", "mIoU", "mAcc", "IoU", "Acc", "classes", "levels", "best"} <= set(saved)
     assert saved["mIoU"] == pytest.approx(metrics["mIoU"])
     assert set(saved["levels"]) == {"fine", "coarse"}
-    assert 0 <= saved["levels"]["coarse"]["mIoU"] <= 100
+    assert saved["levels"]["coarse"]["mIoU"] == pytest.approx(_reference_miou(tiny_cfg(), wd / "iter_6.pth", "coarse"))
+    assert saved["mIoU"] == pytest.approx(_reference_miou(tiny_cfg(), wd / "iter_6.pth"))
     for f in ("config.yaml", "scalars.jsonl", "iter_3.pth", "iter_6.pth", "last_checkpoint", "curves.png",
               "per_class_iou.png"):
         assert (wd / f).is_file(), f
@@ -161,8 +193,14 @@ def test_test_infer_export_entry_points(tiny_cfg, write_cfg, tmp_path, tiny_root
 
 def test_amp_bf16_on_cpu_and_tensorboard(tiny_cfg, tmp_path):
     cfg = tiny_cfg(iters=2, eval_interval=2, checkpoint_interval=2, amp=True, tensorboard=True)
-    metrics = Trainer(cfg, tmp_path / "wd").run()
-    assert 0 <= metrics["mIoU"] <= 100
+    trainer = Trainer(cfg, tmp_path / "wd")
+    dtypes = {True: set(), False: set()}  # conv output dtypes in training / in evaluation
+    for mod in trainer.method.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(lambda m, i, o: dtypes[m.training].add(o.dtype))
+    metrics = trainer.run()
+    assert dtypes == {True: {torch.bfloat16}, False: {torch.bfloat16}}  # bf16 autocast ran, in both
+    assert metrics["mIoU"] == json.loads((tmp_path / "wd/metrics.json").read_text())["mIoU"]
     recs = [json.loads(ln) for ln in (tmp_path / "wd/scalars.jsonl").read_text().splitlines()]
     assert all(r["loss_ce"] == r["loss_ce"] for r in recs if r["mode"] == "train")  # finite, not NaN
     assert list((tmp_path / "wd/tb").glob("events.out.tfevents.*"))
@@ -178,4 +216,5 @@ def test_load_from_fine_tunes_with_grad_clip(tiny_cfg, tmp_path):
     trainer = Trainer(cfg, tmp_path / "ft")
     assert all(torch.equal(trainer.method.state_dict()[k], v) for k, v in src.items())  # weights loaded
     assert trainer.start_iter == 0  # weights only: a fresh schedule, not a resume
-    assert 0 <= trainer.run()["mIoU"] <= 100
+    metrics = trainer.run()
+    assert metrics["mIoU"] == pytest.approx(_reference_miou(cfg, tmp_path / "ft/iter_2.pth"))

@@ -24,6 +24,16 @@ def test_trial_row_status(tune_status, reports, status):
     assert row.iterations == (reports[-1]["iter"] if reports else 0)
 
 
+@pytest.mark.parametrize("own_iters, reports, status", [
+    (6, REPORTS[:2], "completed"),  # a sampled budget of 6 that ended at 6 (the config says 9)
+    (9, REPORTS[:2], "early_stopped"),
+    (3, REPORTS[:1], "completed"),
+])
+def test_trial_row_status_uses_the_trials_own_iters(own_iters, reports, status):
+    row = trial_row("t0", "TERMINATED", {"train.iters": own_iters}, reports, iters=9)
+    assert row.status == status
+
+
 def test_outputs(write_cfg, write_space, tmp_path):
     space = load_space(write_space({"optim.lr": {"loguniform": [0.001, 0.1]},
                                     "loss.contrast.sampling": {"choice": ["all", "hardest"]}}))

@@ -38,12 +38,9 @@ def read_rows(work_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_three_trials_then_train_from_best_config(write_cfg, write_space, tmp_path):
     wd = tmp_path / "sweep"
-    t0 = time.perf_counter()
     run = subprocess.run(sweep(write_cfg(iters=6), write_space(SPACE), wd), cwd=REPO, capture_output=True,
                          text=True, timeout=300)
-    seconds = time.perf_counter() - t0
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert seconds < 120, f"the 3-trial sweep took {seconds:.0f} s"
 
     rows = read_rows(wd)
     assert len(rows) == 3 and len({r["trial_id"] for r in rows}) == 3
@@ -69,7 +66,11 @@ def test_three_trials_then_train_from_best_config(write_cfg, write_space, tmp_pa
     train = subprocess.run([sys.executable, "-m", "segproto.train", str(wd / "best_config.yaml"), "--work-dir",
                             str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-4000:]
-    assert 0 <= json.loads((out / "metrics.json").read_text())["mIoU"] <= 100
+    # the best trial's config retrained alone reproduces the mIoU the trial reported at its best
+    # iteration (the same seeded run; a Ray worker may use another thread count: float rounding)
+    vals = {r["iter"]: r["mIoU"] for r in map(json.loads, (out / "scalars.jsonl").read_text().splitlines())
+            if r["mode"] == "val"}
+    assert vals[int(best["best_iter"])] == pytest.approx(float(best["best_mIoU"]), abs=0.5)
 
 
 def _trials(wd: Path) -> dict[str, list[Path]]:
