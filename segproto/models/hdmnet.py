@@ -29,11 +29,11 @@ decoder convs are all conv-BN-ReLU (public: no inner ReLUs); no base learner, Gr
 K-shot re-weighting (BAM extras, not in methods.md).
 """
 
+
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,244 +42,14 @@ from torch import Tensor, nn
 from segproto import ops
 
 from .backbones import Backbone, build_backbone
+from .hdmnet_attention import correlation_map, dense_query_softmax_attention, query_softmax_attention
+from .hdmnet_cache import FrozenFeatureCache
+from .hdmnet_layers import HierarchyStage, MatchLayer, _to_map, _to_tokens
 from .heads import ConvBNReLU
 
 __all__ = ["HDMNet", "FrozenFeatureCache", "query_softmax_attention", "dense_query_softmax_attention",
            "correlation_map"]
 
-COS_EPS = 1e-7  # norm clamp of the cosine, as segproto.ops.masked_cosine_correlation
-
-
-# --- matching: softmax over the query axis, tiled over query positions ---------------------------
-
-def _tiles(n: int, tile: int):
-    return [(i, min(i + tile, n)) for i in range(0, n, tile)]
-
-
-class _QuerySoftmaxAttention(torch.autograd.Function):
-    """``out = (softmax_q(qn kn^T * scale) * m) v`` over query tiles, never the full score matrix.
-
-    Forward: pass 1 accumulates the per-column log-sum-exp over query tiles, pass 2 forms each
-    tile's attention and output. Backward (recomputing tiles): with ``A = P m``,
-    ``dv = sum_tiles A^T dout``; ``D(s) = sum_q P dP = v(s) . dv(s)``; then per tile
-    ``dS = P (m (dout v^T) - D) * scale``, ``dq = dS kn``, ``dk += dS^T qn``. Tile work is done
-    in place: at most two ``[B, h, tile, Ls]`` blocks are alive at any time.
-    """
-
-    @staticmethod
-    def forward(ctx, qn: Tensor, kn: Tensor, v: Tensor, mask: Tensor, scale: float, tile: int) -> Tensor:
-        m = mask.to(qn.dtype)[:, None, None, :]  # [B, 1, 1, Ls]
-        qs, kt = qn * scale, kn.transpose(-1, -2)  # scores = qs @ kt
-        lse = qn.new_full((*kn.shape[:2], 1, kn.shape[2]), float("-inf"))  # [B, h, 1, Ls]
-        spans = _tiles(qn.shape[2], tile)
-        for a, b in spans:
-            s = torch.matmul(qs[:, :, a:b], kt)  # [B, h, t, Ls]
-            mx = s.amax(2, keepdim=True)
-            lse = torch.logaddexp(lse, s.sub_(mx).exp_().sum(2, keepdim=True).log_().add_(mx))
-        out = qn.new_empty((*qn.shape[:3], v.shape[-1]))  # [B, h, Lq, dv]
-        for a, b in spans:
-            out[:, :, a:b] = torch.matmul(_probs(qs[:, :, a:b], kt, lse).mul_(m), v)
-        ctx.save_for_backward(qs, kn, v, m, lse)
-        ctx.scale, ctx.tile = scale, tile
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dout: Tensor):
-        qs, kn, v, m, lse = ctx.saved_tensors
-        spans, kt = _tiles(qs.shape[2], ctx.tile), kn.transpose(-1, -2)
-        dv = torch.zeros_like(v)  # [B, h, Ls, dv]
-        for a, b in spans:
-            att = _probs(qs[:, :, a:b], kt, lse).mul_(m)  # [B, h, t, Ls]
-            dv += torch.matmul(att.transpose(-1, -2), dout[:, :, a:b])
-        dsum = (v * dv).sum(-1)[:, :, None, :]  # [B, h, 1, Ls]
-        dq, dk = torch.empty_like(qs), torch.zeros_like(kn)
-        for a, b in spans:
-            p = _probs(qs[:, :, a:b], kt, lse)
-            ds = torch.matmul(dout[:, :, a:b], v.transpose(-1, -2)).mul_(m).sub_(dsum).mul_(p)  # dS / scale
-            del p
-            dq[:, :, a:b] = torch.matmul(ds, kn).mul_(ctx.scale)
-            dk += torch.matmul(ds.transpose(-1, -2), qs[:, :, a:b])  # qs carries the scale
-        return dq, dk, dv, None, None, None
-
-
-def _probs(qs: Tensor, kt: Tensor, lse: Tensor) -> Tensor:
-    """``exp(qs @ kt - lse)``: one tile of the query-axis softmax, computed in place."""
-    return torch.matmul(qs, kt).sub_(lse).exp_()
-
-
-def _check_attention_args(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> None:
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"q, k, v must be [B, heads, L, d]; got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(v.shape)}")
-    if k.shape[:3] != v.shape[:3] or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q [B, h, Lq, d], k [B, h, Ls, d] and v [B, h, Ls, dv] disagree: "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if mask.shape != (k.shape[0], k.shape[2]):
-        raise ValueError(f"mask must be [B, Ls] = {(k.shape[0], k.shape[2])}, got {tuple(mask.shape)}")
-
-
-def correlation_map(qn: Tensor, kn: Tensor, mask: Tensor, temperature: float) -> Tensor:
-    """``w(q) = sum_s S(q, s) m(s) / (sum_s m(s) + 1e-9)``, mean over heads, without ``[Lq, Ls]``.
-
-    S is linear in the key, so ``w(q) = qn . (sum_s m(s) kn(s)) / (temperature (sum_s m + 1e-9))``:
-    the masked mean of the masked-cosine scores as one ``[B, h, d]`` reduction (exact for binary
-    masks, where ``m^2 = m``). Args: unit ``qn [B, h, Lq, d]``, ``kn [B, h, Ls, d]``, ``mask [B, Ls]``.
-    Returns ``[B, Lq]``.
-    """
-    m = mask.to(qn.dtype)  # [B, Ls]
-    kbar = torch.einsum("bhsd,bs->bhd", kn, m) / (temperature * (m.sum(1) + 1e-9))[:, None, None]
-    return torch.einsum("bhqd,bhd->bhq", qn, kbar).mean(1)
-
-
-def query_softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, temperature: float,
-                            tile: int) -> Tuple[Tensor, Tensor]:
-    """HDMNet matching attention, tiled over query positions (outputs and gradients exact).
-
-    ``S = cos(q, k) / temperature``; ``out = (softmax over the query axis of S) * m(s) @ v``;
-    peak extra memory ``O(B * heads * tile * Ls)`` in forward and backward (the autograd graph
-    keeps no score matrix). Computed in at least float32, with autocast off.
-
-    Args:
-        q: ``[B, heads, Lq, d]``; k: ``[B, heads, Ls, d]``; v: ``[B, heads, Ls, dv]``.
-        mask: ``[B, Ls]`` support foreground in {0, 1} (not differentiated).
-        temperature: Score temperature (> 0). tile: Query positions per tile (>= 1).
-
-    Returns:
-        ``out [B, heads, Lq, dv]`` and the correlation map ``w [B, Lq]`` (see :func:`correlation_map`).
-    """
-    _check_attention_args(q, k, v, mask)
-    if tile < 1:
-        raise ValueError(f"tile must be >= 1 query positions, got {tile}")
-    dt = torch.promote_types(q.dtype, torch.float32)  # scores / 0.1 and exp: never in half
-    with torch.autocast(q.device.type, enabled=False):
-        qn, kn = F.normalize(q.to(dt), dim=-1, eps=COS_EPS), F.normalize(k.to(dt), dim=-1, eps=COS_EPS)
-        out = _QuerySoftmaxAttention.apply(qn, kn, v.to(dt), mask.detach(), 1.0 / temperature, int(tile))
-        return out, correlation_map(qn, kn, mask.detach(), temperature)
-
-
-def dense_query_softmax_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor,
-                                  temperature: float) -> Tuple[Tensor, Tensor]:
-    """The untiled formula (full ``[B, heads, Lq, Ls]`` scores through autograd), for comparison."""
-    _check_attention_args(q, k, v, mask)
-    b, h, lq, d = q.shape
-    m = mask.to(q.dtype)
-    corr = ops.masked_cosine_correlation(q.reshape(b * h, lq, d).transpose(1, 2),
-                                         k.reshape(b * h, -1, d).transpose(1, 2),
-                                         m.repeat_interleave(h, 0)).view(b, h, lq, -1) / temperature
-    att = torch.softmax(corr, dim=2) * m[:, None, None, :]  # softmax over the QUERY axis
-    w = (corr * m[:, None, None, :]).sum(-1) / (m.sum(1)[:, None, None] + 1e-9)
-    return torch.matmul(att, v), w.mean(1)
-
-
-# --- transformer pieces ---------------------------------------------------------------------------
-
-def _to_map(x: Tensor, hw: Tuple[int, int]) -> Tensor:
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *hw)  # [B, L, C] -> [B, C, h, w]
-
-
-def _to_tokens(x: Tensor) -> Tensor:
-    return x.flatten(2).transpose(1, 2)  # [B, C, h, w] -> [B, h*w, C]
-
-
-class MixFFN(nn.Module):
-    """1x1 conv -> 3x3 depthwise conv -> GELU -> 1x1 conv (SegFormer), on ``[B, L, C]`` tokens."""
-
-    def __init__(self, dim: int, ratio: int = 4, dropout: float = 0.1) -> None:
-        super().__init__()
-        hidden = dim * ratio
-        self.net = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden),
-                                 nn.GELU(), nn.Dropout(dropout), nn.Conv2d(hidden, dim, 1), nn.Dropout(dropout))
-
-    def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
-        return _to_tokens(self.net(_to_map(x, hw)))
-
-
-class EfficientSelfAttention(nn.Module):
-    """Multi-head self-attention whose keys/values come from a map reduced ``sr`` times per side.
-
-    The reduction conv (kernel = stride = sr) sees the map zero-padded up to a multiple of sr, so
-    an ``h x w`` map reduces to ``ceil(h/sr) x ceil(w/sr) >= 1x1`` (tiny maps never fail).
-    """
-
-    def __init__(self, dim: int, heads: int, sr: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
-        self.heads, self.sr = heads, sr
-        self.q, self.kv = nn.Linear(dim, dim, bias=False), nn.Linear(dim, 2 * dim, bias=False)
-        self.proj = nn.Linear(dim, dim)
-        if sr > 1:
-            self.reduce, self.norm = nn.Conv2d(dim, dim, sr, stride=sr), nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
-        b, n, c = x.shape
-        src = x
-        if self.sr > 1:
-            ph, pw = -hw[0] % self.sr, -hw[1] % self.sr
-            src = self.norm(_to_tokens(self.reduce(F.pad(_to_map(x, hw), (0, pw, 0, ph)))))
-        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)  # [B, heads, L, d]
-        k, v = self.kv(src).view(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, L, d]
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class EncoderLayer(nn.Module):
-    """Pre-norm ``x + attn(LN(x))``, then ``x + MixFFN(LN(x))``."""
-
-    def __init__(self, dim: int, heads: int, sr: int, mlp_ratio: int, dropout: float) -> None:
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.attn, self.ffn = EfficientSelfAttention(dim, heads, sr), MixFFN(dim, mlp_ratio, dropout)
-
-    def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
-        x = x + self.attn(self.norm1(x), hw)
-        return x + self.ffn(self.norm2(x), hw)
-
-
-class HierarchyStage(nn.Module):
-    """Overlapping patch embedding (stride 1 or 2) + LN, two self-attention layers, LN."""
-
-    def __init__(self, dim: int, heads: int, sr: int, stride: int, mlp_ratio: int, dropout: float) -> None:
-        super().__init__()
-        kernel = 1 if stride == 1 else 3
-        self.embed, self.embed_norm = nn.Conv2d(dim, dim, kernel, stride, kernel // 2), nn.LayerNorm(dim, eps=1e-6)
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, sr, mlp_ratio, dropout) for _ in range(2))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.embed(x)  # [N, C, h, w]
-        hw = (x.shape[2], x.shape[3])
-        t = self.embed_norm(_to_tokens(x))
-        for layer in self.layers:
-            t = layer(t, hw)
-        return _to_map(self.norm(t), hw)
-
-
-class MatchLayer(nn.Module):
-    """Cross attention query -> support (see :func:`query_softmax_attention`) + MixFFN."""
-
-    def __init__(self, dim: int, heads: int, temperature: float, tile: int, mlp_ratio: int, dropout: float) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by the matching heads {heads}")
-        self.heads, self.temperature, self.tile = heads, temperature, tile
-        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
-        self.q, self.k, self.v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
-        self.proj, self.ffn = nn.Linear(dim, dim), MixFFN(dim, mlp_ratio, dropout)
-
-    def forward(self, xq: Tensor, hw: Tuple[int, int], xs: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
-        """xq ``[B, Lq, C]``, xs ``[B, Ls, C]``, mask ``[B, Ls]`` -> (``[B, Lq, C]``, ``w [B, Lq]``)."""
-        b, lq, c = xq.shape
-        heads = lambda t: t.view(b, t.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
-        nq, ns = self.norm1(xq), self.norm1(xs)
-        out, w = query_softmax_attention(heads(self.q(nq)), heads(self.k(ns)), heads(self.v(ns)), mask,
-                                         self.temperature, self.tile)
-        x = xq + self.proj(out.transpose(1, 2).reshape(b, lq, c))
-        return x + self.ffn(self.norm2(x), hw), w
-
-
-# --- the model ------------------------------------------------------------------------------------
 
 def _resize(x: Tensor, size: Sequence[int], mode: str = "bilinear") -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
@@ -298,63 +68,6 @@ def _minmax(p: Tensor) -> Tensor:
 def _masked_average(feat: Tensor, mask: Tensor) -> Tensor:
     """Masked average pooling: ``feat [N, C, h, w]``, ``mask [N, 1, h, w]`` -> ``[N, C]``."""
     return (feat * mask).sum((2, 3)) / (mask.sum((2, 3)) + 5e-4)
-
-
-# --- evaluation: per-image memo of the frozen backbone --------------------------------------------
-
-class FrozenFeatureCache:
-    """Memo of a frozen module's per-sample outputs, keyed by the bytes of each input sample.
-
-    Episodic evaluation draws its queries and masked supports from a few hundred images again and
-    again (1000 episodes x seeds x (K + 1) images). The backbone is frozen and in eval mode, so a
-    sample's features depend on its pixels alone: each distinct input is run once, the rest are
-    looked up (a 16-byte BLAKE2b digest of the sample's bytes, with its dtype, shape and the
-    autocast state, is the key). At most ``max_mb`` MiB of features are held; past that, new inputs
-    are computed and not stored. Values equal the uncached ones up to the rounding of batched
-    kernels (a sample is computed in the batch of the first call that misses it).
-
-    Args:
-        max_mb: Size bound of the stored features, MiB.
-    """
-
-    def __init__(self, max_mb: float) -> None:
-        self.max_bytes = int(max_mb * 2 ** 20)
-        self.bytes = 0
-        self.hits = self.misses = 0
-        self._store: Dict[tuple, Tuple[Tensor, ...]] = {}
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def _keys(self, x: Tensor) -> List[tuple]:
-        dev = x.device.type
-        amp = str(torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else None
-        host = x.detach().to("cpu").contiguous()
-        flat = host.reshape(host.shape[0], -1).view(torch.uint8).numpy()  # any dtype, as bytes
-        return [(str(x.dtype), tuple(x.shape[1:]), amp, hashlib.blake2b(row.data, digest_size=16).digest())
-                for row in flat]
-
-    def __call__(self, fn: Callable[[Tensor], Sequence[Tensor]], x: Tensor) -> List[Tensor]:
-        """``fn(x)`` (a list of ``[N, ...]`` tensors) with each sample of ``x`` computed at most once."""
-        keys = self._keys(x)
-        found: Dict[tuple, Tuple[Tensor, ...]] = {k: self._store[k] for k in keys if k in self._store}
-        todo: Dict[tuple, int] = {}
-        for i, k in enumerate(keys):
-            if k not in found:
-                todo.setdefault(k, i)
-        self.hits += len(keys) - len(todo)
-        self.misses += len(todo)
-        if todo:
-            out = fn(x[list(todo.values())])
-            for j, k in enumerate(todo):
-                feats = tuple(o[j].clone() for o in out)  # own storage: the batch is not kept alive
-                found[k] = feats
-                size = sum(f.numel() * f.element_size() for f in feats)
-                if self.bytes + size <= self.max_bytes:
-                    self._store[k] = feats
-                    self.bytes += size
-        per_sample = [found[k] for k in keys]
-        return [torch.stack([s[level] for s in per_sample]) for level in range(len(per_sample[0]))]
 
 
 class HDMNet(nn.Module):
