@@ -40,6 +40,8 @@ class TestMode:
         scales: Resize ratios of the image (multi-scale when more than one).
     """
 
+    __test__ = False  # not a pytest test class
+
     mode: str = "whole"
     crop: Optional[tuple[int, int]] = None
     stride: Optional[tuple[int, int]] = None
@@ -123,7 +125,8 @@ def predict(fn: Callable[[Tensor], Tensor], img: Tensor, mode: Optional[TestMode
             logits = run(x.flip(-1)) if flipped else run(x)
             if flipped:
                 logits = logits.flip(-1)
-            p = _resize(logits, size).float().softmax(1)
+            logits = _resize(logits, size)
+            p = (logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits).softmax(1)
             total = p if total is None else total + p
     return total / mode.views, True
 

@@ -86,8 +86,9 @@ def feature_cache(model: nn.Module) -> contextlib.AbstractContextManager:
 
 @torch.no_grad()
 def evaluate_fewshot(model: nn.Module, loader: DataLoader, class_ids: list[int], class_names: list[str],
-                     device: torch.device, amp_dtype: Optional[torch.dtype] = None) -> dict[str, Any]:
-    """Runs an episodic model over seeded episodes (``class_names[i]`` names ``class_ids[i]``).
+                     device: torch.device, amp_dtype: Optional[torch.dtype] = None, on_batch=None) -> dict[str, Any]:
+    """Runs an episodic model over seeded episodes (``class_names[i]`` names ``class_ids[i]``);
+    ``on_batch(batch, pred)`` is called after each batch (``pred [B, H, W]`` in {0, 1}).
 
     Returns:
         ``mIoU`` (mean over the fold's classes of the foreground IoU accumulated per class),
@@ -103,7 +104,10 @@ def evaluate_fewshot(model: nn.Module, loader: DataLoader, class_ids: list[int],
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(img, support_img=batch["support_img"].to(device, non_blocking=True),
                                support_mask=batch["support_mask"].to(device, non_blocking=True))
-            ev.update(logits.float().argmax(1), batch["gt"].to(device), batch["cls"])
+            pred = logits.float().argmax(1)
+            ev.update(pred, batch["gt"].to(device), batch["cls"])
+            if on_batch is not None:
+                on_batch(batch, pred)
     ev.all_reduce()
     out = ev.compute()
     model.train(was_training)

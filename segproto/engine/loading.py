@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -13,6 +14,14 @@ from .builder import build_split, label_space
 from .checkpoint import CheckpointError, read_state
 
 
+def without_weight_files(cfg: Any) -> Any:
+    """``cfg`` with ``model.pretrained`` and ``fewshot.backbone_checkpoint`` unset: a checkpoint or
+    an export holds every weight (an HDMNet's frozen backbone included), so neither the ImageNet
+    file nor the stage-one checkpoint is needed to test, infer or export."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None),
+                               fewshot=dataclasses.replace(cfg.fewshot, backbone_checkpoint=None))
+
+
 def load_trained(cfg: Any, ckpt: str | Path, num_classes: int, taxonomy=None, device="cpu"):
     """Builds ``cfg``'s method and loads a training checkpoint or an exported model into it
     (the file is read once).
@@ -20,8 +29,8 @@ def load_trained(cfg: Any, ckpt: str | Path, num_classes: int, taxonomy=None, de
     Returns:
         The method in eval mode on ``device``.
     """
-    method = build_method(cfg, num_classes, taxonomy)
     state = read_state(ckpt)
+    method = build_method(without_weight_files(cfg), num_classes, taxonomy)
     if isinstance(state, dict) and "segmentor" in state:  # an exported model
         target = method.segmentor if hasattr(method, "segmentor") else method.deployable()
         target.load_state_dict(state["segmentor"])

@@ -62,3 +62,19 @@ def seg_ckpt(tmp_path_factory):
     d = cfg_dict(tmp / "no_dataset_here")
     cfg, method = make_checkpoint(d, tmp / "iter_7.pth", 5)
     return tmp / "iter_7.pth", cfg, method
+
+
+@pytest.fixture(scope="session")
+def data_ckpt(tmp_path_factory):
+    """(config file, checkpoint) of a 22-class FCN over a generated 32-px synthetic dataset."""
+    import yaml
+
+    from segproto.config import config_to_dict
+    from segproto.data import generate_synthetic
+
+    tmp = tmp_path_factory.mktemp("deploy_data")
+    generate_synthetic(tmp / "data", num_train=8, num_val=4, num_test=4, image_size=32, seed=0)
+    d = cfg_dict(tmp / "data", model={"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16})
+    cfg, _ = make_checkpoint(d, tmp / "iter_7.pth", 22)
+    (tmp / "cfg.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return tmp / "cfg.yaml", tmp / "iter_7.pth"
