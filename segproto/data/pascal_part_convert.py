@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .convert_common import need_scipy, run_jobs
 from .dataset import DatasetError, read_split
 from .pascal_part import PASCAL_PART108_CLASSES
 
@@ -199,9 +200,7 @@ def convert_pascal_part108(src: str | Path, dst: str | Path, num_workers: int = 
             image's (names the ``.mat`` file, the object and the part).
         ImportError: scipy is not installed.
     """
-    from .convert import _need_scipy, _run  # (convert.py imports this module)
-
-    _need_scipy("convert_pascal_part108")
+    need_scipy("convert_pascal_part108")
     src, dst = Path(src), Path(dst)
     ann = src / "Annotations_Part"
     if not ann.is_dir():
@@ -221,5 +220,5 @@ def convert_pascal_part108(src: str | Path, dst: str | Path, num_workers: int = 
         missing = [str(j[1]) for j in jobs if not j[1].is_file()]
         if missing:
             raise FileNotFoundError(f"PASCAL-Part: {len(missing)} {split} image(s) not found, e.g. {missing[:3]}")
-        written += _run(_part108_one, jobs, num_workers)
+        written += run_jobs(_part108_one, jobs, num_workers)
     return written
