@@ -151,7 +151,7 @@ class SegModel(nn.Module):
         """Only eval mode is meaningful for a deployed model; programs from ``torch.export`` and
         ONNX sessions have no mode and are left alone."""
         self.training = mode
-        if self.format in ("checkpoint", "pth", "torchscript"):
+        if self.format not in ("exported", "onnx"):
             self.net.train(mode)
         return self
 
