@@ -56,8 +56,8 @@ def sample_hard_anchors(emb: Tensor, labels: Tensor, preds: Tensor, num_classes:
     if bool(bad.any()):
         raise ValueError(f"sample_hard_anchors: label {int(flat[bad][0])} is outside [0, {k}) "
                          f"and is not ignore_index ({ignore_index})")
-    # random order within a group = ascending (key, pixel); on the CPU the keys are the draws of
-    # earlier releases (seeded CPU runs unchanged), elsewhere drawn without a host sync
+    # random order within a group = ascending (key, pixel); on the CPU the valid pixels take
+    # consecutive draws in flat order, elsewhere every pixel takes one draw (no host sync)
     keys = ops.uniform_pixel_keys(labels, ignore_index, generator).reshape(-1)
     pair = torch.where(valid, torch.arange(b * n, device=dev) // n * k + flat, b * k)  # b * k: ignored
     hard = valid & (preds.reshape(-1) != flat)
