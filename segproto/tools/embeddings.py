@@ -232,7 +232,8 @@ def _fail(msg: str, code: int):
     sys.exit(code)
 
 
-def main(argv=None) -> int:
+def _parse(argv) -> argparse.Namespace:
+    """The command line, with every option checked (bad values: usage error, exit 2)."""
     p = argparse.ArgumentParser(prog="python -m segproto.tools.embeddings",
                                 description="t-SNE picture of a checkpoint's pixel embeddings, coloured by class "
                                             "(docs/training.md, 'Embedding pictures').")
@@ -257,35 +258,76 @@ def main(argv=None) -> int:
     if not a.perplexity > 0:
         p.error(f"--perplexity must be > 0, got {a.perplexity}")
     try:
-        device = torch.device(a.device)
+        a.device = torch.device(a.device)
     except RuntimeError as exc:
         p.error(f"--device {a.device!r}: {exc}")
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if a.device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {a.device}: CUDA is not available here (use --device cpu)")
+    return a
+
+
+class _Colouring(NamedTuple):
+    """What colours and marks the points: class names and palette of the level, the label mapping
+    to it, and the coarsest level (marker) when the level is not already the coarsest."""
+
+    names: list
+    palette: Optional[Sequence[Sequence[int]]]
+    level_name: Optional[str]
+    label_fn: Optional[Any]
+    parent: Optional[np.ndarray]
+    coarse_names: Optional[list]
+
+
+def _colouring(dataset, level: int, ignore: int) -> _Colouring:
+    tax = dataset.taxonomy
+    if tax is None:
+        if level != 0:
+            _fail(f"--level {level}: the dataset has no taxonomy (only level 0)", 2)
+        return _Colouring(list(dataset.classes), dataset.palette, None, None, None, None)
+    if not 0 <= level < tax.num_levels:
+        _fail(f"--level {level}: the taxonomy has levels 0..{tax.num_levels - 1} {tax.level_names}", 2)
+    coarse = level < tax.num_levels - 1
+    return _Colouring(
+        tax.class_names(level) if level else list(dataset.classes),
+        tax.palette(level) if level else dataset.palette,
+        tax.level_names[level],
+        (lambda lab: tax.map_labels(lab, 0, level, ignore)) if level else None,
+        tax.parent_map(level, -1) if coarse else None,
+        tax.class_names(-1) if coarse else None,
+    )
+
+
+def _record(a: argparse.Namespace, cfg: Any, loaded: Loaded, sample, split: str, col: _Colouring,
+            colors: list, xy: np.ndarray, labels: np.ndarray) -> dict:
+    """The JSON written next to the picture: settings, classes, colours and every point."""
+    return {
+        "settings": {"config": str(a.config), "checkpoint": str(a.checkpoint), "iteration": loaded.iteration,
+                     "method": cfg.method.name, "embedding": loaded.source, "dim": int(sample.emb.shape[1]),
+                     "split": split, "num_images": sample.num_images, "per_class": a.per_class, "level": a.level,
+                     "level_name": col.level_name, "perplexity": a.perplexity, "seed": a.seed,
+                     "cfg_options": list(a.cfg_options)},
+        "classes": list(col.names),
+        "colors": [list(c) for c in colors],
+        "coarse_classes": None if col.coarse_names is None else list(col.coarse_names),
+        "parent": None if col.parent is None else [int(v) for v in col.parent],
+        "coords": xy.astype(float).tolist(),
+        "labels": labels.tolist(),
+        "coarse_labels": None if col.parent is None else col.parent[labels].tolist(),
+        "images": sample.images.tolist(),
+    }
+
+
+def main(argv=None) -> int:
+    a = _parse(argv)
+    out = Path(a.out)
     cfg = load_or_exit(a.config, a.cfg_options)
     split = a.split or cfg.data.val_split
-
     try:
-        loaded = load_training_method(cfg, a.checkpoint, split, device)
+        loaded = load_training_method(cfg, a.checkpoint, split, a.device)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # CheckpointError, DatasetError, ...
         _fail(str(exc), 1)
-    dataset, tax = loaded.dataset, loaded.dataset.taxonomy
-    ignore = cfg.data.ignore_index
-    if tax is None:
-        if a.level != 0:
-            _fail(f"--level {a.level}: the dataset has no taxonomy (only level 0)", 2)
-        names, palette, level_name = list(dataset.classes), dataset.palette, None
-        label_fn, parent, coarse_names = None, None, None
-    else:
-        if not 0 <= a.level < tax.num_levels:
-            _fail(f"--level {a.level}: the taxonomy has levels 0..{tax.num_levels - 1} {tax.level_names}", 2)
-        level_name = tax.level_names[a.level]
-        names = tax.class_names(a.level) if a.level else list(dataset.classes)
-        palette = (tax.palette(a.level) if a.level else dataset.palette)
-        label_fn = (lambda lab: tax.map_labels(lab, 0, a.level, ignore)) if a.level else None
-        coarse = a.level < tax.num_levels - 1
-        parent = tax.parent_map(a.level, -1) if coarse else None
-        coarse_names = tax.class_names(-1) if coarse else None
+    dataset = loaded.dataset
+    col = _colouring(dataset, a.level, cfg.data.ignore_index)
 
     from torch.utils.data import Subset
 
@@ -293,7 +335,8 @@ def main(argv=None) -> int:
 
     subset = Subset(dataset, range(min(a.num_images, len(dataset))))
     try:
-        sample = collect(loaded.method, eval_loader(subset, cfg), a.per_class, a.seed, device, ignore, label_fn)
+        sample = collect(loaded.method, eval_loader(subset, cfg), a.per_class, a.seed, a.device,
+                         cfg.data.ignore_index, col.label_fn)
     except (EmbeddingError, ValueError) as exc:
         _fail(str(exc), 1)
     n = int(sample.labels.numel())
@@ -307,32 +350,17 @@ def main(argv=None) -> int:
         _fail(str(exc), 1)
 
     labels = sample.labels.numpy()
-    colors = class_colors(len(names), palette)
+    colors = class_colors(len(col.names), col.palette)
     source = "projection head" if loaded.source == "proj" else "decoder features"
     it = "?" if loaded.iteration is None else loaded.iteration
+    marker = f", marker: {dataset.taxonomy.level_names[-1]}" if col.parent is not None else ""
     title = (f"{Path(a.config).stem} ({cfg.method.name})  |  iter {it}  |  {n} points\n"
              f"{source} (D={sample.emb.shape[1]}), split {split}, {sample.num_images} images, "
-             f"colour: {level_name or 'class'}" + (f", marker: {tax.level_names[-1]}" if parent is not None else "")
-             + f", perplexity {a.perplexity:g}, seed {a.seed}")
+             f"colour: {col.level_name or 'class'}{marker}, perplexity {a.perplexity:g}, seed {a.seed}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    draw(out, xy, labels, names, colors, title, parent, coarse_names)
-    record = {
-        "settings": {"config": str(a.config), "checkpoint": str(a.checkpoint), "iteration": loaded.iteration,
-                     "method": cfg.method.name, "embedding": loaded.source, "dim": int(sample.emb.shape[1]),
-                     "split": split, "num_images": sample.num_images, "per_class": a.per_class, "level": a.level,
-                     "level_name": level_name, "perplexity": a.perplexity, "seed": a.seed,
-                     "cfg_options": list(a.cfg_options)},
-        "classes": list(names),
-        "colors": [list(c) for c in colors],
-        "coarse_classes": None if coarse_names is None else list(coarse_names),
-        "parent": None if parent is None else [int(v) for v in parent],
-        "coords": xy.astype(float).tolist(),
-        "labels": labels.tolist(),
-        "coarse_labels": None if parent is None else parent[labels].tolist(),
-        "images": sample.images.tolist(),
-    }
+    draw(out, xy, labels, col.names, colors, title, col.parent, col.coarse_names)
     json_path = out.with_suffix(".json")
-    json_path.write_text(json.dumps(record))
+    json_path.write_text(json.dumps(_record(a, cfg, loaded, sample, split, col, colors, xy, labels)))
     print(f"{n} points, {len(np.unique(labels))} classes, {sample.num_images} images -> {out}, {json_path}")
     return 0
 
