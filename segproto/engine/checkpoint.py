@@ -29,11 +29,35 @@ class CheckpointSaveError(CheckpointError, OSError):
     """A checkpoint could not be written (no space, a write error); the previous one is intact."""
 
 
+class _Recorder:
+    """A file whose write errors are kept: ``torch.save`` turns an ``OSError`` of the file (a full
+    disk) into a ``RuntimeError`` about stream positions; the original is raised instead."""
+
+    def __init__(self, f) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            rec = _Recorder(f)
+            try:
+                write(rec)
+            except Exception as exc:
+                if rec.error is not None and rec.error is not exc:
+                    raise rec.error from exc
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

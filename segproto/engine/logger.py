@@ -36,7 +36,7 @@ class ScalarWriter:
     def __init__(self, work_dir: Path, tensorboard: bool = False, resume_iter: Optional[int] = None) -> None:
         self.path = Path(work_dir) / "scalars.jsonl"
         if resume_iter is not None and self.path.is_file():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln).get("iter", 0) <= resume_iter]
+            keep = [ln for ln in self.path.read_text().splitlines() if _iter_of(ln) <= resume_iter]
             self.path.write_text("".join(ln + "\n" for ln in keep))
         elif resume_iter is None and self.path.is_file():
             self.path.unlink()
@@ -59,6 +59,14 @@ class ScalarWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _iter_of(line: str) -> float:
+    """The iteration of a scalars line; a line cut short by a killed process is dropped (inf)."""
+    try:
+        return json.loads(line).get("iter", 0) if line else math.inf
+    except ValueError:
+        return math.inf
 
 
 def _strict(o: Any) -> Any:

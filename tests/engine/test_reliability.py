@@ -194,3 +194,9 @@ def test_a_failed_save_names_the_intact_checkpoint(tmp_path, monkeypatch):
                                               r"the latest checkpoint is still .*iter_1.pth"):
         save_checkpoint({"model": {"w": torch.zeros(2)}, "meta": {"iter": 2}}, tmp_path, 2, -1, best=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_1.pth", "last_checkpoint"]
+
+
+def test_resume_drops_a_scalars_line_cut_by_a_kill(tmp_path):
+    (tmp_path / "scalars.jsonl").write_text('{"mode": "train", "iter": 2, "loss": 1.0}\n{"mode": "val", "it')
+    ScalarWriter(tmp_path, resume_iter=3).write({"mode": "train", "iter": 4, "loss": 0.5})
+    assert [json.loads(ln)["iter"] for ln in (tmp_path / "scalars.jsonl").read_text().splitlines()] == [2, 4]
