@@ -165,22 +165,42 @@ def _negatives_from_pool(pool: _ClassPool, class_probs: Tensor, num_samples: int
     p = p / p.sum(1, keepdim=True).clamp_min(1e-300)
     counts = _multinomial_counts(p, m, generator, repeats)  # [R, K]
     if ops.has_prcl_negatives_kernel(pix):  # the same draws in one compiled pass (docs/ops.md)
-        # row blocks whose words stay in cache (the same word sequence as one call: random_ is serial)
-        rows = min(r, max(1, (chunk_elems or _negatives_chunk_elems(dev)) // m))
-        buf = torch.empty(rows * m, dtype=torch.int32, device=dev)
-        suspects, suspect_words = [], []
-        for i in range(0, r, rows):
-            j = min(i + rows, r)
-            words = _random_words(buf[:(j - i) * m], generator)
-            pos = ops.prcl_negatives_(pix[i:j], cls[i:j], counts[i:j], words, pool.pixels, pool.start,
-                                      pool.count, fill)
-            if pos.numel():
-                suspects.append(pos + i * m)
-                suspect_words.append((words[pos].long() + 1).bitwise_and_(_LOW))
-        if suspects:
-            _redraw_rejected(pool.pixels, pool.start, torch.cat([pool.count, pool.count.new_zeros(1)]),
-                             pix.view(-1), cls.view(-1), torch.cat(suspects), torch.cat(suspect_words), generator)
-        return pix, cls
+        return _negatives_compiled(pool, counts, pix, cls, generator, fill, chunk_elems)
+    return _negatives_torch(pool, counts, pix, cls, generator, fill, chunk_elems)
+
+
+def _negatives_compiled(pool: _ClassPool, counts: Tensor, pix: Tensor, cls: Tensor,
+                        generator: Optional[torch.Generator], fill: int,
+                        chunk_elems: Optional[int]) -> tuple[Tensor, Tensor]:
+    """Steps 2 and 3 of :func:`_negatives_from_pool` in the compiled ``prcl_negatives_`` pass, given
+    the class ``counts [R, K]``; writes ``pix`` and ``cls`` ``[R, S]`` and returns them."""
+    r, m = pix.shape
+    dev = pix.device
+    # row blocks whose words stay in cache (the same word sequence as one call: random_ is serial)
+    rows = min(r, max(1, (chunk_elems or _negatives_chunk_elems(dev)) // m))
+    buf = torch.empty(rows * m, dtype=torch.int32, device=dev)
+    suspects, suspect_words = [], []
+    for i in range(0, r, rows):
+        j = min(i + rows, r)
+        words = _random_words(buf[:(j - i) * m], generator)
+        pos = ops.prcl_negatives_(pix[i:j], cls[i:j], counts[i:j], words, pool.pixels, pool.start,
+                                  pool.count, fill)
+        if pos.numel():
+            suspects.append(pos + i * m)
+            suspect_words.append((words[pos].long() + 1).bitwise_and_(_LOW))
+    if suspects:
+        _redraw_rejected(pool.pixels, pool.start, torch.cat([pool.count, pool.count.new_zeros(1)]),
+                         pix.view(-1), cls.view(-1), torch.cat(suspects), torch.cat(suspect_words), generator)
+    return pix, cls
+
+
+def _negatives_torch(pool: _ClassPool, counts: Tensor, pix: Tensor, cls: Tensor,
+                     generator: Optional[torch.Generator], fill: int,
+                     chunk_elems: Optional[int]) -> tuple[Tensor, Tensor]:
+    """Steps 2 and 3 of :func:`_negatives_from_pool` in PyTorch ops (CUDA, or no compiled kernel),
+    given the class ``counts [R, K]``; writes ``pix`` and ``cls`` ``[R, S]`` and returns them."""
+    r, m = pix.shape
+    dev = pix.device
     ends = counts.cumsum(1)  # [R, K]: where class k + 1 starts; class K is a sentinel without pixels
     rest = m - ends[:, -1]  # the sentinel's draws: > 0 only in rows without mass
     mark_at, mark = ends.clamp(max=m - 1), (ends < m).long()
