@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="benchmarks/results/data.json")
     a = p.parse_args(argv)
     cfg = load_config(a.config, ["train.progress_bar=false"])
-    trainer = Trainer(cfg, "work_dirs/bench_data")
+    trainer = Trainer(cfg, "work_dirs/bench_data", force=True)  # a scratch dir, replaced on every run
     it = iter(train_loader(trainer.train_set, cfg, 0, 1, 0))
     next(it)  # warm-up (worker start)
     t0 = time.perf_counter()
