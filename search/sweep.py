@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 if __package__ in (None, ""):  # run as `python search/sweep.py`: make the `search` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search import results
+from search import ray_train, results
 from search.space import Param, SearchSpace, load_space
 from search.trial import METRIC, TIME_ATTR, run_trial
 from segproto.cli import add_config_args
@@ -76,6 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "directory every node sees, or a URI (s3://...); default: the work dir's parent")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this work dir (same command otherwise)")
+    ray_train.add_args(p)
     return p.parse_args(argv)
 
 
@@ -243,8 +244,8 @@ def start(args: argparse.Namespace, base: Mapping[str, Any], space: SearchSpace,
         ray.init(address=args.address)
     else:
         ray.init(include_dashboard=False)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, base=trial_cfg),
-                                    {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    trainable = ray_train.trainable(args, trial_cfg, experiment) or tune.with_resources(
+        tune.with_parameters(run_trial, base=trial_cfg), {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
     if args.resume:
         return tune.Tuner.restore(experiment, trainable=trainable), experiment
     return new_tuner(trainable, args, space, base["train"], storage, name), experiment
@@ -293,6 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     work_dir = Path(args.work_dir).expanduser().absolute()
     try:
+        ray_train.check_args(args)
         base, space = prepare(args)
         tuner, experiment = start(args, base, space, work_dir)
     except (ValueError, KeyError, FileNotFoundError, SweepError) as exc:  # ConfigError, DatasetError: ValueError

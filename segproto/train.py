@@ -1,5 +1,6 @@
 """Train a model: ``python -m segproto.train CONFIG [--work-dir D] [--resume [CKPT]] [--force] [--amp]
-[--debug] [--cfg-options a.b=v ...]``. DDP: ``torchrun --nproc_per_node N -m segproto.train CONFIG``."""
+[--debug] [--cfg-options a.b=v ...]``. DDP: ``torchrun --nproc_per_node N -m segproto.train CONFIG``, or
+``python -m segproto.train CONFIG --launcher ray --workers N`` on a Ray cluster (docs/distributed.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from segproto.cli import add_config_args, load_or_exit, run_or_exit
+from segproto.launch import add_launcher_args, check_launcher_args
 
 
 def main(argv=None) -> int:
@@ -21,12 +23,19 @@ def main(argv=None) -> int:
                         "last_checkpoint, scalars.jsonl and metrics.json first (without it: an error)")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    add_launcher_args(p)
     a = p.parse_args(argv)
+    check_launcher_args(p, a)
     if a.force and a.resume:
         p.error("--force starts a fresh run; it cannot be combined with --resume")
     overrides = list(a.cfg_options) + (["train.amp=true"] if a.amp else [])
     cfg = load_or_exit(a.config, overrides, a.debug)
     work_dir = a.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(a.config).stem)
+
+    if a.launcher == "ray":
+        from segproto.launch import run_on_ray
+
+        return run_or_exit(lambda: run_on_ray(cfg, work_dir, a), a.debug)
 
     from segproto.engine import Trainer
 

@@ -65,7 +65,7 @@ class Trainer:
             once that iteration's checkpoint is saved; ``metrics`` are the global ones (the same on every
             rank); ``checkpoint`` is its path on rank 0, ``None`` on the other ranks and when the
             iteration saves none (``train.checkpoint_interval`` not aligned with ``train.eval_interval``).
-            Used by the Ray Tune sweeps (``search/``) and Ray Train workers (``segproto.engine.launch``,
+            Used by the Ray Tune sweeps (``search/``) and Ray Train workers (``segproto.launch``,
             where every rank reports) to report mIoU and checkpoints.
     """
 
