@@ -174,17 +174,19 @@ def missing_split_error(root: Path, split: str, split_file: str) -> DatasetError
     return DatasetError(f"split '{split}': split file {path} not found"
                         + (f" (did you mean '{hint[0]}'?)" if hint else "")
                         + (f"; splits in {folder}: {known}" if known else "")
-                        + "; only a plain train/val/test split without a file means every image")
+                        + f"; only a split that is its own subset folder ('{split.split('_', 1)[0]}') means every "
+                        "image without a file")
 
 
 def _folder_factory(root: Path, cfg: Mapping[str, Any], split: str, subset: str, common: dict) -> _PairedDataset:
     """A :class:`SegDataset`; a missing *default* split file ``splits/{split}.txt`` means every image
-    of a plain ``train``/``val``/``test`` split, and is an error for any other split name (a typo
-    or a split that is not there must not become the whole subset)."""
+    of a split that is its own subset (``train``, ``val``, ``train2014``), and is an error for a
+    split that names a part of a subset (``train_labeled_1-8``): a typo or a split that is not
+    there must not become the whole subset."""
     split_t = cfg.get("split_file", _SENTINEL)
     split_file = _fmt("splits/{split}.txt" if split_t is _SENTINEL else split_t, split, subset)
     if split_t is _SENTINEL and not (root / split_file).is_file():
-        if not (split == subset and subset in ("train", "val", "test")):
+        if split != subset:  # a named part of a subset (train_labeled_1-8 of train) must have its file
             raise missing_split_error(root, split, split_file)
         split_file = None
     return SegDataset(root, _fmt(cfg["img_dir"], split, subset), _fmt(cfg.get("ann_dir"), split, subset),
@@ -245,6 +247,8 @@ def build_dataset(cfg_data: Mapping[str, Any], split: str, train: bool) -> _Pair
     cfg = {**kind.defaults, **{k: v for k, v in cfg_data.items()
                                if not (v is None and k in _NONE_MEANS_DEFAULT)}}
     root = Path(cfg["root"]).expanduser().absolute()
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"data.root {root} exists and is not a directory (expected the dataset folder)")
     subset = _subset(cfg, split)
     classes, palette = cfg.get("classes"), cfg.get("palette")
     tax_file = cfg.get("taxonomy")

@@ -158,10 +158,13 @@ def read_state(path: str | Path) -> object:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {why[:300]}") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict:

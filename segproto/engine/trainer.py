@@ -77,6 +77,8 @@ class Trainer:
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         self.work_dir = Path(work_dir).absolute()
         self.main = self.rank == 0
+        if self.work_dir.exists() and not self.work_dir.is_dir():
+            raise WorkDirError(f"work dir {self.work_dir} exists and is not a directory")
         if not resume:
             self._claim_work_dir(force)
         _setup_determinism(cfg.deterministic)
@@ -113,7 +115,7 @@ class Trainer:
         self.model = self.method
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.method, device_ids=ids, find_unused_parameters=getattr(self.method, "unused_params", False))
+            self.model = DDP(self.method, device_ids=ids, find_unused_parameters=self.method.find_unused_parameters)
 
     # ------------------------------------------------------------------ state
     def _state(self, it: int) -> dict:
@@ -277,8 +279,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        if hasattr(self.method, "after_step"):  # e.g. the EMA teacher of semi-supervised methods
-            self.method.after_step(it)
+        self.method.after_step(it)  # e.g. the EMA teacher of semi-supervised methods
         logged = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
         logged["loss"] = float(total.detach())
         return logged
@@ -412,7 +413,7 @@ def eval_scalars(metrics: dict) -> dict[str, float]:
 
 def _check_streams(cfg: Any, method: Any) -> None:
     """A semi-supervised method needs ``data.unlabeled_split``; any other method must not get one."""
-    semi = getattr(method, "uses_unlabeled", False)
+    semi = method.uses_unlabeled
     if semi and not cfg.data.unlabeled_split:
         raise ValueError(f"method.name {cfg.method.name!r} is semi-supervised: set data.unlabeled_split "
                          "(e.g. train_unlabeled_1-8, with data.train_split train_labeled_1-8)")

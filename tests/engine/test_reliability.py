@@ -200,3 +200,24 @@ def test_resume_drops_a_scalars_line_cut_by_a_kill(tmp_path):
     (tmp_path / "scalars.jsonl").write_text('{"mode": "train", "iter": 2, "loss": 1.0}\n{"mode": "val", "it')
     ScalarWriter(tmp_path, resume_iter=3).write({"mode": "train", "iter": 4, "loss": 0.5})
     assert [json.loads(ln)["iter"] for ln in (tmp_path / "scalars.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_cli_bad_paths_are_one_line(write_cfg, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cfg = write_cfg()
+    for args, code, msg in [
+        ((tmp_path / "missing.yaml",), 2, "missing.yaml: cannot read config file"),
+        ((tmp_path,), 2, "cannot read config file"),
+        ((cfg, "--work-dir", a_file), 1, f"work dir {a_file} exists and is not a directory"),
+        ((cfg, "--work-dir", tmp_path / "w1", "--cfg-options", f"data.root={a_file}"), 1,
+         f"data.root {a_file} exists and is not a directory"),
+        ((cfg, "--work-dir", tmp_path / "w2", "--resume", a_file), 1, "the file is empty (0 bytes)"),
+        ((cfg, "--work-dir", tmp_path / "w3", "--resume", tmp_path / "nope.pth"), 1, "checkpoint not found"),
+    ]:
+        out = _cli("segproto.train", *map(str, args))
+        assert out.returncode == code, (args, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+        assert msg in out.stderr, (msg, out.stderr)
+    out = _cli("segproto.train", str(cfg), "--work-dir", str(a_file), "--debug")
+    assert out.returncode == 1 and "Traceback" in out.stderr  # --debug shows it
