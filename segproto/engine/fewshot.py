@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from segproto.evaluation import FewShotEvaluator
@@ -75,13 +76,12 @@ def wrap_fewshot(cfg: Any, dataset, train: bool, seed: Optional[int] = None):
 
 
 def feature_cache(model: nn.Module) -> contextlib.AbstractContextManager:
-    """The model's evaluation feature cache block (``cached_backbone()``, e.g.
-    :meth:`segproto.models.hdmnet.HDMNet.cached_backbone`) if it has one, else a no-op block.
-    ``model`` may be a method (``.model``) or a DDP wrapper (``.module``)."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "model", inner)
-    ctx = getattr(inner, "cached_backbone", None)
-    return ctx() if callable(ctx) else contextlib.nullcontext()
+    """The evaluation block of a method (:meth:`segproto.methods.Method.feature_cache`; HDMNet's
+    memoises its frozen backbone), also through a DDP wrapper; a no-op block for a module without
+    the hook."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    hook = getattr(inner, "feature_cache", None)
+    return hook() if callable(hook) else contextlib.nullcontext()
 
 
 @torch.no_grad()

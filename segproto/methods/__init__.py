@@ -1,47 +1,16 @@
 """Methods: a segmentor plus training-only parts and losses, trained by the one trainer.
 
-A method is an ``nn.Module`` whose ``forward(img, gt, it)`` returns a dict of named loss terms
-(keys starting with ``loss``; the trainer sums them) and optional diagnostics (other keys, logged),
-in training mode, and logits at input size in eval mode. ``deployable()`` returns the plain
-segmentor: everything else is training-only and is dropped by ``python -m segproto.export``.
+Every method implements :class:`~segproto.methods.protocol.Method` (the hooks the engine calls,
+with their defaults) and registers itself with ``@register_method("name")``; importing this
+package imports every method module, which fills :data:`METHODS`. ``deployable()`` returns the
+inference network: everything else is training-only and is dropped by ``python -m segproto.export``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
+from . import hdmnet, hiposeg, pico, semi  # noqa: F401  (each module registers its methods)
 from .base import CEMethod, SegMethod
-from .hdmnet import HDMNetMethod
-from .hiposeg import HiPoSegMethod
-from .pico import PiCoMethod
-from .semi import MeanTeacherMethod, PRCLMethod
+from .protocol import METHOD_CLASSES, METHODS, Method, build_method, is_episodic, register_method
 
-# The one registry: method name -> builder(cfg, num_classes, taxonomy) -> SegMethod.
-METHODS: dict[str, Callable[..., SegMethod]] = {"ce": CEMethod.from_config}
-METHODS["pico"] = PiCoMethod.from_config
-METHODS["hiposeg"] = HiPoSegMethod.from_config
-METHODS["mean_teacher"] = MeanTeacherMethod.from_config
-METHODS["prcl"] = PRCLMethod.from_config
-METHODS["hdmnet"] = HDMNetMethod.from_config
-
-
-def is_episodic(name: str) -> bool:
-    """True for few-shot methods trained and evaluated on episodes (their class sets
-    ``episodic = True``); see :mod:`segproto.engine.fewshot`."""
-    builder = METHODS.get(name)
-    return bool(getattr(getattr(builder, "__self__", None), "episodic", False))
-
-
-def build_method(cfg: Any, num_classes: int, taxonomy=None) -> SegMethod:
-    """Builds ``cfg.method.name`` (see :data:`METHODS`)."""
-    name = cfg.method.name
-    if name not in METHODS:
-        import difflib
-
-        hint = difflib.get_close_matches(name, list(METHODS), 1)
-        raise ValueError(f"method.name: unknown method {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                         + f"; available: {sorted(METHODS)}")
-    return METHODS[name](cfg, num_classes, taxonomy)
-
-
-__all__ = ["METHODS", "build_method", "is_episodic", "SegMethod", "CEMethod"]
+__all__ = ["METHODS", "METHOD_CLASSES", "Method", "register_method", "build_method", "is_episodic", "SegMethod",
+           "CEMethod"]

@@ -10,6 +10,8 @@ from torch import Tensor, nn
 
 from segproto.models import Segmentor, build_segmentor
 
+from .protocol import Method, register_method
+
 
 def resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of [B, K, h, w] logits to the label size (align_corners=False)."""
@@ -25,7 +27,7 @@ def labels_at(gt: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(gt[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
-class SegMethod(nn.Module):
+class SegMethod(Method):
     """Segmentor + training-only parts. Subclasses override :meth:`extra_losses`."""
 
     def __init__(self, segmentor: Segmentor, num_classes: int, ignore_index: int = 255,
@@ -74,6 +76,7 @@ class SegMethod(nn.Module):
         return build_segmentor(model_cfg, num_classes)
 
 
+@register_method("ce")
 class CEMethod(SegMethod):
     """Plain pixel-wise cross-entropy (the baseline)."""
 

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from segproto.losses.hdmnet import correlation_distillation_loss
 from segproto.models.hdmnet import HDMNet
+
+from .protocol import Method, register_method
 
 __all__ = ["HDMNetMethod", "backbone_state_from_checkpoint", "hdmnet_kwargs", "stage_one_checkpoint"]
 
@@ -78,7 +80,8 @@ def backbone_state_from_checkpoint(path: str) -> dict[str, Tensor]:
     return state
 
 
-class HDMNetMethod(nn.Module):
+@register_method("hdmnet")
+class HDMNetMethod(Method):
     """HDMNet + CE + correlation distillation. Trainable: everything but the frozen backbone.
 
     Args:
@@ -88,6 +91,10 @@ class HDMNetMethod(nn.Module):
     """
 
     episodic = True
+
+    def feature_cache(self):
+        """The frozen backbone's evaluation memo (:meth:`HDMNet.cached_backbone`)."""
+        return self.model.cached_backbone()
 
     def __init__(self, model: HDMNet, distill_weight: float = 1.0, ignore_index: int = 255) -> None:
         super().__init__()

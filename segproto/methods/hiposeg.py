@@ -23,6 +23,7 @@ from segproto.losses.hiposeg import (hierarchy_alignment_loss, online_prototypes
 from segproto.models import ProjectionHead, Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits
+from .protocol import register_method
 
 __all__ = ["HiPoSegMethod", "PrototypeBuffer", "stage_starts"]
 
@@ -70,6 +71,7 @@ def stage_starts(cfg: HiPoSegLossConfig, num_levels: int, total_iters: int) -> t
     return [at(f) for f in fracs], at(cfg.align_start)
 
 
+@register_method("hiposeg")
 class HiPoSegMethod(SegMethod):
     """Cross-entropy + HiPoSeg prototype terms at every taxonomy level, staged.
 

@@ -19,6 +19,7 @@ from segproto.losses.pico import AnchorSample, memory_contrast_loss, pico_contra
 from segproto.models import ProjectionHead, Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits
+from .protocol import register_method
 
 __all__ = ["ClassMemory", "PiCoMethod", "step_seed"]
 
@@ -72,6 +73,7 @@ class ClassMemory(nn.Module):
         return self.count.float() / self.size
 
 
+@register_method("pico")
 class PiCoMethod(SegMethod):
     """Cross-entropy + PiCo pixel contrast on the decoder features (training-only extras).
 

@@ -23,6 +23,7 @@ from segproto.data.batch_aug import class_mix, photometric
 from segproto.models import Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits
+from .protocol import register_method
 from .pico import step_seed
 
 __all__ = ["EMATeacher", "MeanTeacherMethod", "PRCLMethod", "VarianceHead", "pseudo_label_loss"]
@@ -82,6 +83,7 @@ def pseudo_label_loss(logits: Tensor, labels: Tensor, conf: Tensor, strong_thres
     return (weight.view(-1, 1, 1) * ce * valid).sum() / n, weight.mean()
 
 
+@register_method("mean_teacher")
 class MeanTeacherMethod(SegMethod):
     """Supervised CE + mean-teacher pseudo-label CE on strong views (no contrast).
 
@@ -92,6 +94,8 @@ class MeanTeacherMethod(SegMethod):
         seed: Base seed of the per-step augmentation generator.
     """
 
+    uses_unlabeled = True
+
     def __init__(self, segmentor: Segmentor, num_classes: int, semi: Optional[SemiConfig] = None,
                  mean: tuple = (123.675, 116.28, 103.53), std: tuple = (58.395, 57.12, 57.375),
                  ignore_index: int = 255, ce_weight: float = 1.0, class_weight: Optional[list[float]] = None,
@@ -100,7 +104,6 @@ class MeanTeacherMethod(SegMethod):
         self.semi = semi if semi is not None else SemiConfig()
         self.teacher = EMATeacher(segmentor, self.semi.ema_decay)
         self.mean, self.std, self.seed = tuple(mean), tuple(std), seed
-        self.uses_unlabeled = True
         self._generators: dict[str, torch.Generator] = {}
 
     @classmethod
@@ -187,6 +190,7 @@ class VarianceHead(nn.Module):
         return self.var_min + (1.0 - self.var_min) * torch.sigmoid(self.net(feats))
 
 
+@register_method("prcl")
 class PRCLMethod(MeanTeacherMethod):
     """Mean teacher + PRCL: probabilistic pixel representations (mean and variance heads, training
     only) contrasted by mutual likelihood score against global distribution prototypes (GDP).

@@ -37,8 +37,8 @@ class PriorBaseline(nn.Module):
         self.model = model
         self.threshold = threshold
 
-    def cached_backbone(self) -> contextlib.AbstractContextManager:
-        """The wrapped model's evaluation feature cache."""
+    def feature_cache(self) -> contextlib.AbstractContextManager:
+        """The wrapped model's evaluation feature cache (the method protocol's evaluation hook)."""
         return self.model.cached_backbone()
 
     @torch.no_grad()
