@@ -1,8 +1,9 @@
 """Ray processes of one test: a private Ray temp dir, and a check that no process of it is left.
 
-Every Ray process (GCS, raylet, workers, agents) names its session directory on its command line,
-so the processes of a test's Ray are found by that directory, and other Ray clusters on the
-machine are never looked at.
+Every Ray process (GCS, raylet, workers, agents) names its temp directory on its command line or
+inherits ``RAY_TMPDIR`` in its environment (actors rename their command line), so the processes
+of a test's Ray are found by that directory, and other Ray clusters on the machine are never
+looked at.
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ from typing import Iterator
 
 
 def processes_using(path: str) -> list[tuple[int, str]]:
-    """``(pid, command line)`` of the live processes whose command line contains ``path``."""
+    """``(pid, command line)`` of the live processes whose command line or environment contains ``path``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (entry / "environ").read_bytes().decode(errors="replace")
             state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), "")
         except OSError:
             continue
-        if path in cmd and "zombie" not in state:
+        if (path in cmd or path in env) and "zombie" not in state:
             found.append((int(entry.name), cmd[:200]))
     return found
 
