@@ -374,7 +374,6 @@ class TrainConfig:
     tensorboard: bool = False
     progress_bar: bool = True
     load_from: Optional[str] = None
-    check_data: bool = True  # check every split's files and labels before the first iteration
 
     def check(self) -> list[Issue]:
         issues = [*bound("iters", self.iters, ge=1),

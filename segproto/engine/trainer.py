@@ -61,6 +61,8 @@ class Trainer:
             A fresh run refuses a work dir that holds another run's checkpoints, ``last_checkpoint``,
             ``scalars.jsonl`` or ``metrics.json`` (:class:`WorkDirError`) unless ``force``.
         force: A fresh run first removes those files of an earlier run from ``work_dir``.
+        check_data: Check every split before the first iteration (:meth:`_check_data`); the
+            command line always does.
         on_eval: Called on every rank after each evaluation as ``on_eval(iteration, metrics, checkpoint)``,
             once that iteration's checkpoint is saved; ``metrics`` are the global ones (the same on every
             rank); ``checkpoint`` is its path on rank 0, ``None`` on the other ranks and when the
@@ -70,7 +72,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None,
-                 on_eval: Optional[EvalCallback] = None, force: bool = False) -> None:
+                 on_eval: Optional[EvalCallback] = None, force: bool = False, check_data: bool = True) -> None:
         self.cfg = cfg
         self.on_eval = on_eval
         self.rank, self.world = sdist.init_distributed()
@@ -87,7 +89,7 @@ class Trainer:
         self.val_set = build_split(cfg, cfg.data.val_split, train=False)
         self.unlabeled_set = (build_split(cfg, cfg.data.unlabeled_split, train=True)
                               if cfg.data.unlabeled_split else None)
-        if cfg.train.check_data:
+        if check_data:
             self._check_data()
         self.taxonomy = self.train_set.taxonomy
         self.num_classes, self.class_names, self.palette = label_space(self.train_set, cfg.data.level)
