@@ -2,7 +2,7 @@
 #   make quickstart   set up, build, and train the quickstart config on the built-in dataset
 #   make test         set up, build, and run the whole test suite
 # Other targets: make setup | pretrained | test-fast | bench | clean
-#   make pretrained   the pretrained-regime CE run (ImageNet EfficientNet-Lite0, 128 px, ~11 min on 2 cores)
+#   make pretrained   the pretrained-regime CE run (ImageNet EfficientNet-Lite0, 128 px, ~16 min on 2 cores)
 SHELL := /bin/bash
 PY := .venv/bin/python
 PIP := .venv/bin/pip
