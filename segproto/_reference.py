@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from segproto.labels import check_labels as _check_labels
+
 NORM_EPS = 1e-12
 PRIOR_TILE_ELEMS = 1 << 22
 
@@ -22,15 +24,7 @@ def opmath_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def check_labels(labels: Tensor, num_classes: int, ignore_index: int, op: str) -> None:
     """Raise ValueError naming the first label that is neither a class nor ignore_index."""
-    if labels.numel() == 0:
-        return
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
-    if bool(bad.any()):
-        value = int(labels[bad][0])
-        raise ValueError(
-            f"segproto::{op}: label {value} is outside the valid range [0, {num_classes}) "
-            f"and is not ignore_index ({ignore_index})"
-        )
+    _check_labels(labels, num_classes, ignore_index, f"segproto::{op}")
 
 
 # Argument checks: the same conditions, in the same order and with the same exception types

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from segproto.labels import first_bad_label
+
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
 
@@ -36,8 +38,7 @@ def _as_long(x: ArrayLike) -> torch.Tensor:
 
 
 def _first_bad(values: torch.Tensor, num_classes: int) -> Optional[int]:
-    bad = (values < 0) | (values >= num_classes)
-    return int(values[bad][0]) if bool(bad.any()) else None
+    return first_bad_label(values, num_classes)
 
 
 def confusion_matrix(pred: ArrayLike, target: ArrayLike, num_classes: int,

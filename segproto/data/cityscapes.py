@@ -20,6 +20,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from segproto.labels import bad_label_mask
+
 from .dataset import DatasetError, Transform, _PairedDataset, _resolve, read_split
 
 __all__ = ["CityscapesLabel", "CITYSCAPES_LABELS", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE",
@@ -222,7 +224,7 @@ class CityscapesDataset(_PairedDataset):
             return img, None
         path = self.ann_paths[i]
         if self.label_format == "label_ids":
-            bad = (gt < 0) | (gt > MAX_LABEL_ID)
+            bad = bad_label_mask(gt, MAX_LABEL_ID + 1)
             if bad.any():
                 vals = np.unique(gt[bad])
                 raise DatasetError(
@@ -231,8 +233,7 @@ class CityscapesDataset(_PairedDataset):
                     f"seg_map_suffix '{LABEL_IDS_SUFFIX}' reads the official label id PNGs, not "
                     "colour (_gtFine_color.png) or instance (_gtFine_instanceIds.png) images")
             return img, self.lut[gt]
-        bad = (gt >= self.num_classes) | (gt < 0)
-        bad &= gt != self.ignore_index
+        bad = bad_label_mask(gt, self.num_classes, self.ignore_index)
         if bad.any():
             vals = np.unique(gt[bad])
             raise DatasetError(f"{path}: label values {vals[:10].tolist()} are outside "

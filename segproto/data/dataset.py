@@ -20,6 +20,8 @@ import torch
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from segproto.labels import bad_label_mask
+
 from .transforms import EvalTransform
 
 __all__ = ["DatasetError", "read_split", "load_folds", "load_image", "load_label", "image_header", "check_dataset",
@@ -225,8 +227,7 @@ class _PairedDataset(torch.utils.data.Dataset):
             gt = gt.astype(np.int32)
             gt = np.where(gt == 0, self.ignore_index,
                           np.where(gt == self.ignore_index, gt, gt - 1))
-        bad = (gt >= self.num_classes) | (gt < 0)
-        bad &= gt != self.ignore_index
+        bad = bad_label_mask(gt, self.num_classes, self.ignore_index)
         if bad.any():
             vals = np.unique(gt[bad])
             raise DatasetError(f"{path}: label values {vals[:10].tolist()} are outside "

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from segproto import ops
+from segproto.labels import check_labels
 
 __all__ = ["AnchorSample", "sample_hard_anchors"]
 
@@ -52,10 +53,7 @@ def sample_hard_anchors(emb: Tensor, labels: Tensor, preds: Tensor, num_classes:
     fixed = dev.type != "cpu" if fixed_shape is None else fixed_shape
     flat = labels.reshape(-1)
     valid = flat != ignore_index
-    bad = valid & ((flat < 0) | (flat >= k))
-    if bool(bad.any()):
-        raise ValueError(f"sample_hard_anchors: label {int(flat[bad][0])} is outside [0, {k}) "
-                         f"and is not ignore_index ({ignore_index})")
+    check_labels(flat, k, ignore_index, "sample_hard_anchors")
     # random order within a group = ascending (key, pixel); on the CPU the valid pixels take
     # consecutive draws in flat order, elsewhere every pixel takes one draw (no host sync)
     keys = ops.uniform_pixel_keys(labels, ignore_index, generator).reshape(-1)

@@ -9,6 +9,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from segproto.labels import check_labels
+
 from .prcl import _anchor_pool, _anchors_from_pool, _class_pool, _negatives_from_pool, negative_class_probs
 from .prcl_mls import compute_dtype, mutual_likelihood_score_indexed
 from .prcl_prototypes import BatchPrototypes, distribution_prototypes, virtual_negatives
@@ -58,10 +60,7 @@ def prcl_sample(mu: Tensor, var: Tensor, labels: Tensor, probs: Tensor, gdp_mu: 
         dt = compute_dtype(mu)
         dev = mu.device
         valid = labels != ignore_index
-        bad = valid & ((labels < 0) | (labels >= k))
-        if bool(bad.any()):
-            raise ValueError(f"prcl: label {int(labels[bad][0])} is outside [0, {k}) and is not ignore_index "
-                             f"({ignore_index})")
+        check_labels(labels, k, ignore_index, "prcl")
         vpool = _class_pool(labels, valid, k, split=probs < weak_threshold)  # hard pixels first
         present = vpool.count > 0
         gdp_var, has_gdp = _gdp_var(gdp_prec, dt)
