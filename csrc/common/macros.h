@@ -13,6 +13,12 @@ namespace segproto {
 // The F.normalize clamp: x / max(||x||, 1e-12).
 constexpr double kNormEps = 1e-12;
 
+// The label rule of every op (and of segproto/labels.py): a label is a class in [0, K) or
+// ignore_index. Tensor-wide checks: check_labels in class_plan.h.
+SEGPROTO_HD inline bool is_bad_label(int64_t c, int64_t num_classes, int64_t ignore_index) {
+  return c != ignore_index && (c < 0 || c >= num_classes);
+}
+
 SEGPROTO_HD inline float seg_sqrt(float x) { return sqrtf(x); }
 SEGPROTO_HD inline double seg_sqrt(double x) { return sqrt(x); }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../common/checks.h"
+#include "../../common/macros.h"
 
 namespace segproto {
 namespace {
@@ -33,11 +34,11 @@ void select_image(const int64_t* lab, const key_t* key, int64_t n, int64_t k, in
   std::fill(size.begin(), size.end(), 0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = lab[i];
-    if (c == ignore) continue;
-    if (c < 0 || c >= k) {
+    if (is_bad_label(c, k, ignore)) {
       *bad = c;
       return;
     }
+    if (c == ignore) continue;
     if (v == 0) continue;
     entry* h = heap.data() + c * v;
     const entry e{key[i], i};
