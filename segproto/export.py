@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 @torch.no_grad()
 def parity(reference, exported, size) -> float:
     """Max absolute logit difference of two models on one seeded random image of ``size + (2, 4)``."""
-    from segproto.deploy import _example_inputs
+    from segproto.deploy.export import _example_inputs
 
     inputs = [t[:1] for t in _example_inputs(reference.meta, (size[0] + 2, size[1] + 4))]
     return float((reference(*inputs) - exported(*inputs)).abs().max())

@@ -85,7 +85,7 @@ def measure(model, size: Sequence[int] = (512, 1024), batch: int = 1, iters: int
 
 def _from_config(cfg, device):
     """A config's deployable model with random weights."""
-    from segproto.deploy import SegModel, _method_class, _wrap, config_label_space, model_meta
+    from segproto.deploy.loading import SegModel, _method_class, _wrap, config_label_space, model_meta
 
     cls = _method_class(cfg.method.name)
     classes = ["background", "foreground"] if getattr(cls, "episodic", False) else config_label_space(cfg)[0]
