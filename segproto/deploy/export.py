@@ -74,7 +74,7 @@ def export_model(model: SegModel, out: Union[str, Path], fmt: Optional[str] = No
     Returns:
         The written path.
     """
-    from segproto.engine.checkpoint import atomic_torch_save
+    from segproto.utils.checkpoint import atomic_torch_save
 
     fmt = format_of(out, fmt)
     if model.format not in ("checkpoint", "pth"):

@@ -239,7 +239,7 @@ def load_model(path: Union[str, Path], device: Union[str, torch.device, None] = 
             raise ModelFileError(f"{path}: torch.export archive without {META_FILE} (expected a python -m "
                                  f"segproto.export output)")
         return SegModel(program.module(), json.loads(extra[META_FILE]), "exported")
-    from segproto.engine.checkpoint import CheckpointError, read_state
+    from segproto.utils.checkpoint import CheckpointError, read_state
 
     try:
         state = read_state(path)

@@ -1,6 +1,6 @@
 """The one trainer, evaluation loop, checkpoints and run outputs."""
 
-from .checkpoint import CheckpointError, find_last_checkpoint, load_checkpoint, save_checkpoint
+from segproto.utils.checkpoint import CheckpointError, find_last_checkpoint, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .trainer import NonFiniteLossError, Trainer
 

@@ -11,7 +11,7 @@ import torch
 from segproto.methods import build_method
 
 from .builder import build_split, label_space
-from .checkpoint import CheckpointError, read_state
+from segproto.utils.checkpoint import CheckpointError, read_state
 
 
 def without_weight_files(cfg: Any) -> Any:

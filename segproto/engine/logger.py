@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import resource
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -82,16 +81,6 @@ def log_line(it: int, total: int, lr: float, losses: Mapping[str, float], t_iter
     terms = "  ".join(f"{k}: {v:.4f}" for k, v in losses.items())
     return (f"iter {it}/{total}  lr: {lr:.3e}  {terms}  time: {t_iter:.3f}s  data: {t_data:.3f}s  "
             f"mem: {mem:.0f}MiB  eta: {format_eta(eta)}")
-
-
-def echo(msg: str) -> None:
-    """Prints a line without breaking a tqdm bar."""
-    try:
-        from tqdm import tqdm
-
-        tqdm.write(msg, file=sys.stdout)
-    except ImportError:  # pragma: no cover
-        print(msg, flush=True)
 
 
 def save_plots(work_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:

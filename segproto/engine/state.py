@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import dist as sdist
+from segproto.utils import dist as sdist
 
 
 def rng_state() -> dict:

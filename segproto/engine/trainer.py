@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-import os
 import sys
 import time
 from collections import defaultdict
@@ -19,15 +17,17 @@ from segproto.config import config_to_dict, save_config
 from segproto.data import check_dataset
 from segproto.evaluation import format_table
 from segproto.methods import build_method
+from segproto.utils import dist as sdist
+from segproto.utils.checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps,
+                                       run_files, save_checkpoint, save_marker)
+from segproto.utils.log import echo
 
-from . import dist as sdist
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
-from .checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps, run_files,
-                         save_checkpoint, save_marker)
 from .evaluate import evaluate
 from .fewshot import evaluate_fewshot, format_fewshot
-from .logger import ScalarWriter, echo, log_line, memory_mb, save_plots
+from .logger import ScalarWriter, log_line, memory_mb, save_plots
 from .optim import build_optimizer, build_scheduler
+from .run_utils import check_streams, eval_scalars, json_clean, setup_determinism, short_list
 from .state import gather_rng_states, seed_everything, set_rng_state
 
 
@@ -38,14 +38,6 @@ class NonFiniteLossError(RuntimeError):
 
 class WorkDirError(ValueError):
     """A fresh run was pointed at a work dir that holds another run's outputs."""
-
-
-def _setup_determinism(deterministic: bool) -> None:
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
 
 
 EvalCallback = Callable[[int, dict, Optional[Path]], None]
@@ -83,7 +75,7 @@ class Trainer:
             raise WorkDirError(f"work dir {self.work_dir} exists and is not a directory")
         if not resume:
             self._claim_work_dir(force)
-        _setup_determinism(cfg.deterministic)
+        setup_determinism(cfg.deterministic)
         seed_everything(cfg.seed + self.rank)
         self.train_set = build_split(cfg, cfg.data.train_split, train=True)
         self.val_set = build_split(cfg, cfg.data.val_split, train=False)
@@ -95,7 +87,7 @@ class Trainer:
         self.num_classes, self.class_names, self.palette = label_space(self.train_set, cfg.data.level)
         self.target_fn = level_target_fn(self.taxonomy, cfg.data.level)
         self.method = build_method(cfg, self.num_classes, self.taxonomy).to(self.device)
-        _check_streams(cfg, self.method)
+        check_streams(cfg, self.method)
         self.optimizer = build_optimizer(self.method, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.optim, cfg.train.iters)
         amp_cuda = cfg.train.amp and self.device.type == "cuda"
@@ -270,7 +262,7 @@ class Trainer:
                 raise NonFiniteLossError(f"non-finite loss at iteration {it} ({values}); training stopped. "
                                          f"{self._last_good(it)}")
             bad = [n for n, b in self._stats if not bool(torch.isfinite(b).all())] or ["on another rank"]
-            raise NonFiniteLossError(f"non-finite BatchNorm statistics at iteration {it} ({_names(bad)}; the loss was "
+            raise NonFiniteLossError(f"non-finite BatchNorm statistics at iteration {it} ({short_list(bad)}; the loss was "
                                      f"{float(total.detach()):.4g}); training stopped (lower optim.lr or set "
                                      f"optim.grad_clip). {self._last_good(it)}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -382,7 +374,7 @@ class Trainer:
                     and v.is_floating_point() and not bool(torch.isfinite(v).all())]
         flag = torch.tensor(float(not bad), device=self.device)
         if sdist.all_reduce_sum(flag).item() < self.world:
-            raise NonFiniteLossError(f"non-finite weights at iteration {it} ({_names(bad or ['on another rank'])}); "
+            raise NonFiniteLossError(f"non-finite weights at iteration {it} ({short_list(bad or ['on another rank'])}); "
                                      f"training stopped, iter_{it}.pth not saved. "
                                      f"Last good checkpoint: {self.last_ckpt or 'none yet'}")
 
@@ -398,40 +390,3 @@ class Trainer:
 
 
 EPISODE_KEYS = ("support_img", "support_mask")
-
-
-def _names(names: list) -> str:
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-
-
-def eval_scalars(metrics: dict) -> dict[str, float]:
-    """The logged scalars of an evaluation: aAcc/mIoU/mAcc and mIoU per taxonomy level, or the
-    few-shot mIoU and FB-IoU."""
-    if "FB-IoU" in metrics:
-        return {"mIoU": metrics["mIoU"], "FB-IoU": metrics["FB-IoU"]}
-    levels = {f"mIoU_{k}": v["mIoU"] for k, v in metrics.get("levels", {}).items()}
-    return {"aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], **levels}
-
-
-def _check_streams(cfg: Any, method: Any) -> None:
-    """A semi-supervised method needs ``data.unlabeled_split``; any other method must not get one."""
-    semi = method.uses_unlabeled
-    if semi and not cfg.data.unlabeled_split:
-        raise ValueError(f"method.name {cfg.method.name!r} is semi-supervised: set data.unlabeled_split "
-                         "(e.g. train_unlabeled_1-8, with data.train_split train_labeled_1-8)")
-    if cfg.data.unlabeled_split and not semi:
-        raise ValueError(f"data.unlabeled_split is {cfg.data.unlabeled_split!r} but method.name "
-                         f"{cfg.method.name!r} does not use unlabelled images (mean_teacher or prcl do)")
-
-
-def json_clean(o: Any) -> Any:
-    """NaN/inf -> None (strict JSON), numpy scalars -> Python, recursively."""
-    if isinstance(o, dict):
-        return {str(k): json_clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_clean(v) for v in o]
-    if hasattr(o, "item") and not isinstance(o, (str, bytes)):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

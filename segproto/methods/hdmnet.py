@@ -44,7 +44,7 @@ def stage_one_checkpoint(cfg: Any) -> str:
     Raises:
         CheckpointError: One line naming the key, the path and what was expected there.
     """
-    from segproto.engine.checkpoint import CheckpointError, find_last_checkpoint
+    from segproto.utils.checkpoint import CheckpointError, find_last_checkpoint
 
     f = cfg.fewshot
     path = Path(str(f.backbone_checkpoint).format(fold=f.fold, shots=f.shots)).expanduser()
@@ -70,7 +70,7 @@ def backbone_state_from_checkpoint(path: str) -> dict[str, Tensor]:
     Raises:
         ValueError: The checkpoint has no ``segmentor.backbone.*`` keys.
     """
-    from segproto.engine import load_checkpoint  # segproto.engine imports segproto.methods
+    from segproto.utils.checkpoint import load_checkpoint
 
     model = load_checkpoint(path)["model"]
     state = {k[len(_PREFIX):]: v for k, v in model.items() if k.startswith(_PREFIX)}

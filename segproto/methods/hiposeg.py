@@ -29,8 +29,8 @@ __all__ = ["HiPoSegMethod", "PrototypeBuffer", "stage_starts"]
 
 
 def _dist():
-    """``segproto.engine.dist``, imported on first use (``segproto.engine`` imports ``segproto.methods``)."""
-    from segproto.engine import dist
+    """:mod:`segproto.utils.dist`."""
+    from segproto.utils import dist
 
     return dist
 
@@ -134,7 +134,7 @@ class HiPoSegMethod(SegMethod):
         names = [f"{n} terms" for n, o in zip(self.level_names, on) if o] + (["alignment"] if align else [])
         new = [n for n in names if n not in self._announced]
         if new and _dist().rank() == 0:
-            from segproto.engine.logger import echo
+            from segproto.utils.log import echo
 
             echo(f"hiposeg: iteration {it}: {', '.join(new)} on (active: {', '.join(names)})")
         self._announced.update(new)

@@ -27,8 +27,8 @@ _NO_LABEL = -1  # ignore value for the ops' internal labels (never collides with
 
 
 def _dist():
-    """``segproto.engine.dist``, imported on first use (``segproto.engine`` imports ``segproto.methods``)."""
-    from segproto.engine import dist
+    """:mod:`segproto.utils.dist`."""
+    from segproto.utils import dist
 
     return dist
 

@@ -113,7 +113,7 @@ class MeanTeacherMethod(SegMethod):
 
     def generator(self, it: int, device: torch.device) -> torch.Generator:
         """This step's augmentation generator (a function of seed, iteration and rank only)."""
-        from segproto.engine import dist
+        from segproto.utils import dist
 
         key = str(device)
         if key not in self._generators:
@@ -240,7 +240,7 @@ class PRCLMethod(MeanTeacherMethod):
 
     def semi_losses(self, out: dict, gt: Tensor, pseudo: Tensor, conf: Tensor, it: int,
                     gen: torch.Generator) -> dict[str, Tensor]:
-        from segproto.engine import dist
+        from segproto.utils import dist
         from segproto.losses import distribution_prototypes, gdp_update, prcl_loss
 
         p = self.prcl

@@ -68,7 +68,7 @@ def load_training_method(cfg: Any, ckpt: str | Path, split: str, device: Any = "
             checkpoint without the method's projection head or not matching the method.
     """
     from segproto.engine.builder import build_split, label_space
-    from segproto.engine.checkpoint import CheckpointError, read_state
+    from segproto.utils.checkpoint import CheckpointError, read_state
     from segproto.methods import build_method
 
     state = read_state(ckpt)  # before the dataset: a wrong file fails fast
