@@ -214,8 +214,8 @@ def uniform_pixel_keys(labels: Tensor, ignore_index: int = 255,
                        generator: Optional[torch.Generator] = None) -> Tensor:
     """Uniform random keys in [0, 1), shaped like ``labels``, for the per-pixel draws of
     :func:`sample_per_class_dense` and PiCo's anchor sampler. On CPU the valid pixels take consecutive
-    draws in flat order (what segproto drew before ``select_per_class`` existed, so seeded CPU runs
-    are unchanged); elsewhere every pixel takes one draw (no host sync for the valid count)."""
+    draws in flat order (the generator advances by the number of valid pixels); elsewhere every
+    pixel takes one draw (no host sync for the valid count)."""
     if labels.device.type != "cpu":
         return torch.rand(labels.shape, generator=generator, device=labels.device)
     flat = labels.reshape(-1)
