@@ -53,10 +53,64 @@ def trainable(args: argparse.Namespace, trial_cfg: Mapping[str, Any], experiment
     launch = {"workers": args.workers_per_trial, "cpus_per_worker": args.cpus_per_worker,
               "gpus_per_worker": args.gpus_per_worker, "placement_strategy": args.placement_strategy,
               "max_failures": args.max_failures, "num_to_keep": args.num_to_keep}
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    function = wrap_function(tune.with_parameters(run_ddp_trial, base=trial_cfg, experiment=experiment, launch=launch))
+
+    class DDPTrial(function):  # type: ignore[misc, valid-type]
+        """The trial driver; when Tune stops it (ASHA), the workers' placement group goes with it.
+
+        Ray Train removes the placement group when a run ends; a driver that Tune stops ends its
+        run's controller abruptly, and Ray Train's cleaner of abandoned placement groups needs the
+        Ray dashboard's state API (``ray[default]``). Without it the stopped trial's workers would
+        keep their CPUs and GPUs reserved until the sweep ends, and the next trials would wait.
+        """
+
+        def cleanup(self) -> None:
+            try:
+                _remove_placement_groups()
+            finally:
+                super().cleanup()
+
     # The trial driver only waits on its workers: it reserves memory, no CPU (a CPU share would
     # leave too few CPUs for the workers' placement group, which Ray Train reserves all at once).
-    return tune.with_resources(tune.with_parameters(run_ddp_trial, base=trial_cfg, experiment=experiment,
-                                                    launch=launch), {"cpu": 0, "memory": DRIVER_MEMORY})
+    return tune.with_resources(DDPTrial, {"cpu": 0, "memory": DRIVER_MEMORY})
+
+
+class _PlacementGroups:
+    """The placement groups of one trial's worker groups (rank 0 adds its own at every start)."""
+
+    def __init__(self) -> None:
+        self.groups: list = []
+
+    def add(self, group: Any) -> None:
+        if group is not None:
+            self.groups.append(group)
+
+    def get(self) -> list:
+        return list(self.groups)
+
+
+_REGISTRY: list = []  # the trial driver's registry actor (one trial per driver process)
+
+
+def _remove_placement_groups() -> None:
+    """Removes the placement groups of this driver's trial (those a finished run removed already
+    are skipped)."""
+    import ray
+    from ray.util import remove_placement_group
+
+    while _REGISTRY:
+        registry = _REGISTRY.pop()
+        try:
+            groups = ray.get(registry.get.remote(), timeout=30)
+        except Exception:  # noqa: BLE001  (the registry is gone: nothing known to remove)
+            continue
+        for group in groups:
+            try:
+                remove_placement_group(group)
+            except Exception:  # noqa: BLE001  (already removed)
+                pass
 
 
 def run_ddp_trial(config: Mapping[str, Any], base: Mapping[str, Any], experiment: str,
@@ -75,8 +129,12 @@ def run_ddp_trial(config: Mapping[str, Any], base: Mapping[str, Any], experiment
 
     from segproto.launch import fit
 
+    import ray
+
     trial_id = tune.get_context().get_trial_id()
     source = f"trial {trial_id}"
     cfg = config_from_dict(apply_params(base, config), source)
+    registry = ray.remote(num_cpus=0)(_PlacementGroups).remote()
+    _REGISTRY.append(registry)
     fit(config_to_dict(cfg), storage_path=f"{experiment.rstrip('/')}/trial_{trial_id}", name=f"ray_train_{trial_id}",
-        source=source, callbacks=[TuneReportCallback()], **launch)
+        source=source, callbacks=[TuneReportCallback()], placement_groups=registry, **launch)

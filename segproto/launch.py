@@ -11,7 +11,7 @@ Two entry points share this code path:
   ``TuneReportCallback``.
 
 Ray Train sets up the process group and the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-the CUDA device); :func:`segproto.engine.dist.init_distributed` then finds it initialised, so every
+the CUDA device); :func:`segproto.utils.dist.init_distributed` then finds it initialised, so every
 rank runs exactly what it runs under ``torchrun``: the same seeds (``seed + rank``), the same draws,
 the same buffer broadcasts. Ray is imported only when one of these functions runs.
 """
@@ -54,6 +54,9 @@ def worker_loop(config: Mapping[str, Any]) -> None:
 
     cfg = config_from_dict(dict(config["cfg"]), config["source"])
     rank = ray.train.get_context().get_world_rank()
+    registry = config.get("placement_groups")
+    if registry is not None and rank == 0:  # the trial driver removes it if Tune stops the trial
+        ray.get(registry.add.remote(ray.util.get_current_placement_group()))
     if config["work_dir"] and rank == 0:
         work_dir = Path(config["work_dir"])
     else:  # other ranks write nothing; a trial's rank 0 keeps its logs here
@@ -135,19 +138,20 @@ def fit(cfg_dict: Mapping[str, Any], *, workers: int, storage_path: str, name: s
         cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, placement_strategy: str = "PACK",
         max_failures: int = 0, num_to_keep: int = 1, work_dir: Optional[str] = None,
         keep_checkpoints: bool = False, resume: Optional[str] = None, source: str = "config",
-        callbacks: Sequence[Any] = ()) -> Any:
+        callbacks: Sequence[Any] = (), placement_groups: Any = None) -> Any:
     """Trains ``cfg_dict`` on ``workers`` Ray Train workers; returns Ray Train's ``Result``.
 
     Ray Train keeps the run in ``storage_path/name`` (reported checkpoints: the ``num_to_keep``
     best by mIoU and the latest); a run of the same name there is continued from its latest
     checkpoint (how a retried or resumed sweep trial goes on). A failed worker group is restarted
-    ``max_failures`` times, each from the latest checkpoint.
+    ``max_failures`` times, each from the latest checkpoint. ``placement_groups``: an actor with an
+    ``add(placement_group)`` method, told the workers' placement group of each start.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     loop_config = {"cfg": dict(cfg_dict), "source": source, "work_dir": work_dir, "resume": resume,
-                   "keep_checkpoints": keep_checkpoints}
+                   "keep_checkpoints": keep_checkpoints, "placement_groups": placement_groups}
     trainer = TorchTrainer(
         worker_loop, train_loop_config=loop_config,
         scaling_config=scaling_config(workers, cpus_per_worker, gpus_per_worker, placement_strategy),

@@ -1,5 +1,6 @@
-"""DDP on 2 CPU processes (gloo): torchrun, two torchrun "nodes" and Ray Train workers give the same
-run, and the update of each step is the mean of the ranks' gradients over the global batch.
+"""DDP on 2 CPU processes (gloo): torchrun, two torchrun "nodes" and Ray Train workers (one of them
+killed mid-run: the worker group restarts from its last checkpoint) give the same run, and the
+update of each step is the mean of the ranks' gradients over the global batch.
 
 A 1-process run of the same global batch is not the reference to compare metrics with: BatchNorm
 normalises each rank's images with that rank's batch statistics (SyncBatchNorm needs a GPU), which
@@ -11,9 +12,11 @@ with the mean of their gradients (:func:`_reference_steps`).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,7 @@ from segproto.config import load_config
 from segproto.engine import Trainer, load_checkpoint
 from segproto.engine.builder import train_loader
 from tests.engine.conftest import REPO, tiny_cfg_dict
-from tests.engine.ray_procs import private_ray_tmp
+from tests.engine.ray_procs import private_ray_tmp, processes_using
 
 PER_RANK = ["data.batch_size=2", "model.dropout=0"]  # 2 ranks x 2 = the global batch of 4; no per-rank dropout masks
 TIMEOUT = 300
@@ -78,12 +81,38 @@ def runs(tmp_path_factory, tiny_root):
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
-    with private_ray_tmp() as ray_tmp:
-        out["ray_log"] = subprocess.run([sys.executable, *_train(cfg, out["ray"]), "--launcher", "ray", "--workers",
-                                         "2"], capture_output=True, text=True, cwd=REPO,
-                                        env=_env(RAY_TMPDIR=ray_tmp), timeout=TIMEOUT)
-        _check(out["ray_log"])
+    # Ray Train workers; one of them is killed (SIGKILL) once the checkpoint of iteration 3 is registered:
+    # the worker group restarts from it (--max-failures 1) and the run still ends as torchrun's.
+    log = tmp / "ray.log"
+    with private_ray_tmp() as ray_tmp, open(log, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, *_train(cfg, out["ray"]), "--launcher", "ray", "--workers", "2",
+                                 "--max-failures", "1"], stdout=stdout, stderr=subprocess.STDOUT, cwd=REPO,
+                                env=_env(RAY_TMPDIR=ray_tmp))
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while (workers := _ray_train_workers(ray_tmp)) == [] or _registered(out["ray"] / "ray_train") != 3:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+                time.sleep(0.1)
+            os.kill(workers[-1], signal.SIGKILL)
+            assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, log.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    out["ray_log"] = log.read_text()
     return out
+
+
+def _ray_train_workers(ray_tmp: str) -> list[int]:
+    return [pid for pid, cmd in processes_using(ray_tmp) if cmd.startswith("ray::RayTrainWorker")]
+
+
+def _registered(run_dir: Path) -> int:
+    """Iteration of the latest checkpoint Ray Train registered in ``run_dir`` (0: none)."""
+    try:
+        latest = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return int(latest["metrics"]["iter"]) if latest else 0
 
 
 def _metrics(work_dir: Path) -> dict:
@@ -105,6 +134,7 @@ def test_ray_train_workers_and_two_nodes_give_the_torchrun_run(runs):
             assert _same_weights(runs[other] / f"iter_{it}.pth", runs["torchrun"] / f"iter_{it}.pth"), (other, it)
         assert load_checkpoint(runs[other] / "iter_6.pth")["meta"]["world_size"] == 2
     assert not (runs["ray"] / "ray_train").exists()  # Ray Train's copies are removed after a successful run
+    assert "resumed from " in runs["ray_log"] and "at iteration 3" in runs["ray_log"]  # the killed worker's group
     scalars = [json.loads(line) for line in (runs["ray"] / "scalars.jsonl").read_text().splitlines()]
     assert [s["iter"] for s in scalars if s["mode"] == "val"] == [3, 6]
 

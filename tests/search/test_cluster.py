@@ -154,3 +154,21 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
     [final] = (wd / f"trial_{killed}").glob(f"ray_train_{killed}/checkpoint_*/iter_{ITERS}.pth")
     want, got = load_checkpoint(ref / f"iter_{ITERS}.pth")["model"], load_checkpoint(final)["model"]
     assert all((want[k] == got[k]).all() for k in want)
+
+
+@pytest.mark.slow
+def test_asha_stopped_ddp_trial_frees_its_workers(write_cfg, write_space, tmp_path):
+    """One trial at a time on a local Ray of 2 CPUs, 2 workers per trial: ASHA stops the first
+    trial (at the end of its schedule, or earlier), and the second trial can only start once the
+    first one's workers and their placement group are gone."""
+    wd = tmp_path / "sweep"
+    cmd = [sys.executable, "search/sweep.py", str(write_cfg(iters=6)), "--space", str(write_space(SPACE)),
+           "--num-samples", "2", "--work-dir", str(wd), "--workers-per-trial", "2", "--max-concurrent", "1",
+           "--cfg-options", "data.batch_size=2"]
+    with private_ray_tmp() as ray_tmp:
+        run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=DEADLINE_S,
+                             env={**os.environ, "RAY_TMPDIR": ray_tmp, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    with open(wd / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["status"] in ("completed", "early_stopped") for r in rows)
