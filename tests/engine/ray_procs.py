@@ -26,7 +26,8 @@ def processes_using(path: str) -> list[tuple[int, str]]:
         try:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             env = (entry / "environ").read_bytes().decode(errors="replace")
-            state = next((line for line in (entry / "status").read_text().splitlines() if line.startswith("State:")), "")
+            status = (entry / "status").read_text().splitlines()
+            state = next((line for line in status if line.startswith("State:")), "")
         except OSError:
             continue
         if (path in cmd or path in env) and "zombie" not in state:

@@ -129,7 +129,8 @@ def test_ray_train_workers_and_two_nodes_give_the_torchrun_run(runs):
     want = _metrics(runs["torchrun"])
     for other in ("ray", "nodes"):
         got = _metrics(runs[other])
-        assert {k: got[k] for k in ("aAcc", "mIoU", "mAcc", "IoU")} == {k: want[k] for k in ("aAcc", "mIoU", "mAcc", "IoU")}
+        keys = ("aAcc", "mIoU", "mAcc", "IoU")
+        assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
         for it in (3, 6):
             assert _same_weights(runs[other] / f"iter_{it}.pth", runs["torchrun"] / f"iter_{it}.pth"), (other, it)
         assert load_checkpoint(runs[other] / "iter_6.pth")["meta"]["world_size"] == 2
@@ -144,7 +145,8 @@ def test_ddp_evaluation_sums_over_ranks(runs):
     # The confusion matrix is summed over ranks, and every rank holds the same weights (the gradient
     # all-reduce): a 1-process test of the checkpoint gives exactly the DDP run's numbers.
     out = runs["cfg"].parent / "test.json"
-    _check(subprocess.run([sys.executable, "-m", "segproto.test", str(runs["cfg"]), str(runs["torchrun"] / "iter_6.pth"),
+    ckpt = runs["torchrun"] / "iter_6.pth"
+    _check(subprocess.run([sys.executable, "-m", "segproto.test", str(runs["cfg"]), str(ckpt),
                            "--split", "val", "--out", str(out)], capture_output=True, text=True, cwd=REPO, env=_env(),
                           timeout=TIMEOUT))
     assert json.loads(out.read_text())["IoU"] == _metrics(runs["torchrun"])["IoU"]

@@ -69,7 +69,8 @@ def _registered(wd: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_driver(write_cfg, write_space, tmp_path, monkeypatch):
+def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_driver(write_cfg, write_space, tmp_path,
+                                                                                       monkeypatch):
     from ray.cluster_utils import Cluster
 
     cfg, space, wd = write_cfg(iters=ITERS), write_space(SPACE), tmp_path / "sweep"
@@ -135,7 +136,8 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
     with open(wd / "results.csv") as f:
         rows = {r["trial_id"]: r for r in csv.DictReader(f)}
     assert len(rows) == 2 and all(r["status"] == "completed" and int(r["iterations"]) == ITERS for r in rows.values())
-    assert re.search(r"resumed from \S+iter_(\d+)\.pth at iteration \1", text)  # a worker group restarted from a checkpoint
+    # A worker group restarted from a checkpoint.
+    assert re.search(r"resumed from \S+iter_(\d+)\.pth at iteration \1", text)
 
     # The killed trial ends exactly as an uninterrupted 2-process run of its values.
     params = json.loads((wd / f"trial_{killed}" / "params.json").read_text())
