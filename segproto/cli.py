@@ -68,26 +68,35 @@ def trained_or_exit(cfg, ckpt: str, split: str, device="cpu"):
 
 
 def add_test_mode_args(p: argparse.ArgumentParser) -> None:
-    """``--mode whole|slide --crop H W --stride H W --flip --scales R ...`` (:class:`segproto.tta.TestMode`)."""
-    g = p.add_argument_group("test-time mode (mmseg semantics; docs/inference.md)")
-    g.add_argument("--mode", choices=("whole", "slide"), default="whole", help="whole image (default) or sliding window")
-    g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="slide: window size")
-    g.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide: window step")
-    g.add_argument("--flip", action="store_true", help="also the left-right flipped image (softmax averaged)")
-    g.add_argument("--scales", type=float, nargs="+", default=[1.0], metavar="R",
-                   help="resize ratios of the image, e.g. 0.5 0.75 1.0 1.25 1.5 1.75 (softmax averaged)")
+    """``--mode whole|slide --crop H W --stride H W --flip/--no-flip --scales R ...``
+    (:class:`segproto.tta.TestMode`); a flag that is given overrides the config's ``test`` section."""
+    g = p.add_argument_group("test-time mode (mmseg semantics; docs/inference.md); default: the config's test.*")
+    g.add_argument("--mode", choices=("whole", "slide"), help="whole image or sliding window (default: test.mode)")
+    g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="slide: window size (default: test.crop)")
+    g.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="slide: window step (default: test.stride)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="also the left-right flipped image, softmax averaged (default: test.flip)")
+    g.add_argument("--scales", type=float, nargs="+", metavar="R",
+                   help="resize ratios of the image, e.g. 0.5 0.75 1.0 1.25 1.5 1.75, softmax averaged "
+                        "(default: test.scales)")
 
 
-def test_mode_or_exit(a: argparse.Namespace):
-    """The :class:`segproto.tta.TestMode` of the parsed flags; a bad combination prints one line and exits 2."""
+def test_mode_or_exit(a: argparse.Namespace, test_cfg=None):
+    """The :class:`segproto.tta.TestMode` of ``test_cfg`` (a config's ``test`` section; None: its
+    defaults) with the flags that were given on top; a bad combination prints one line and exits 2.
+    In whole mode the section's ``crop``/``stride`` are not used; as flags they are an error."""
+    from segproto.config import TestConfig
     from segproto.tta import TestMode
 
-    if a.mode == "whole" and (a.crop or a.stride):
-        print("error: --crop/--stride need --mode slide", file=sys.stderr)
+    t = test_cfg if test_cfg is not None else TestConfig()
+    mode = a.mode or t.mode
+    if mode == "whole" and (a.crop or a.stride):
+        print("error: --crop/--stride need --mode slide (or test.mode: slide)", file=sys.stderr)
         sys.exit(2)
+    crop, stride = (a.crop or t.crop, a.stride or t.stride) if mode == "slide" else (None, None)
     try:
-        return TestMode(a.mode, tuple(a.crop) if a.crop else None, tuple(a.stride) if a.stride else None,
-                        a.flip, tuple(a.scales))
+        return TestMode(mode, tuple(crop) if crop else None, tuple(stride) if stride else None,
+                        t.flip if a.flip is None else a.flip, tuple(a.scales or t.scales))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         cfg = load_or_exit(paths.pop(0), a.cfg_options)
     if len(paths) < 2:
         p.error("expected MODEL IMAGES... (or CONFIG CKPT IMAGES...)")
-    mode = test_mode_or_exit(a)
+    mode = test_mode_or_exit(a, cfg.test if cfg is not None else None)
 
     from segproto.deploy import ModelFileError, inference, load_model, read_mask, to_rgb
 

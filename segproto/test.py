@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: ``python -m segproto.test CONFIG CKPT [--out metrics.json] [--show-dir DIR]
 [--split val] [--mode slide --crop H W --stride H W] [--flip] [--scales R ...] [--cfg-options ...]``.
 
+The test-time mode is the config's ``test`` section; the flags that are given override it.
+
 With ``--out m.json`` the dataset-level confusion matrix is also written as ``m_confusion.json``
 (counts, rows = ground truth) and ``m_confusion.png`` (heat map, rows normalised); ``--confusion``
 names another place. ``--show-dir`` writes, per image, image | ground truth | prediction with a
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     add_test_mode_args(p)
     a = p.parse_args(argv)
     cfg = load_or_exit(a.config, a.cfg_options)
-    mode = test_mode_or_exit(a)
+    mode = test_mode_or_exit(a, cfg.test)
 
     from segproto.engine.builder import eval_loader, level_target_fn
     from segproto.engine.evaluate import evaluate

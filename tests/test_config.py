@@ -318,7 +318,12 @@ def test_optional_list_reports_item_error():
     ("optim.betas=[0.9,1.0]", "optim.betas"),
     ("optim.grad_clip=0", "optim.grad_clip"),
     ("sched.warmup_ratio=0", "sched.warmup_ratio"),
-    ("sched.warmup_iters=3000", "sched.warmup_iters"),  # > train.iters
+    ("sched.warmup_iters=-1", "sched.warmup_iters"),  # above train.iters is clamped by the trainer, not an error
+    ("test={mode: slide, stride: [4, 4]}", "test.crop"),  # slide needs crop and stride
+    ("test={mode: slide, crop: [4, 4]}", "test.stride"),
+    ("test.crop=[0,4]", "test.crop"),
+    ("test.scales=[1.0,0]", "test.scales"),
+    ("test.scales=[]", "test.scales"),
     ("sched.min_lr=1.0", "sched.min_lr"),  # > optim.lr
     ("loss.ce.weight=-1", "loss.ce.weight"),
     ("seed=-1", "seed"),

@@ -18,13 +18,13 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 from .schema import (CELossConfig, Config, DataConfig, LossConfig, MethodConfig, ModelConfig,
-                     OptimConfig, SchedConfig, SyntheticConfig, TrainConfig)
+                     OptimConfig, SchedConfig, SyntheticConfig, TestConfig, TrainConfig)
 from .typed import all_keys, build, check_key
 from .yaml_io import Origins, dump_yaml, load_tree, merge_into, parse_value
 
 __all__ = [
     "ConfigError", "Config", "DataConfig", "SyntheticConfig", "ModelConfig", "MethodConfig",
-    "LossConfig", "CELossConfig", "OptimConfig", "SchedConfig", "TrainConfig",
+    "LossConfig", "CELossConfig", "OptimConfig", "SchedConfig", "TrainConfig", "TestConfig",
     "load_config", "config_from_dict", "config_to_dict", "save_config", "apply_overrides",
     "get_by_dotted", "set_by_dotted", "validate_dotted_key", "schema_keys",
 ]

@@ -23,7 +23,7 @@ from .method_sections import (ContrastLossConfig, FewShotConfig, HiPoSegLossConf
 
 __all__ = ["Issue", "bound", "nonempty", "SyntheticConfig", "DataConfig", "ModelConfig", "MethodConfig",
            "CELossConfig", "ContrastLossConfig", "HiPoSegLossConfig", "PRCLLossConfig", "LossConfig",
-           "SemiConfig", "FewShotConfig", "OptimConfig", "SchedConfig", "TrainConfig", "Config"]
+           "SemiConfig", "FewShotConfig", "OptimConfig", "SchedConfig", "TrainConfig", "TestConfig", "Config"]
 
 
 @dataclass
@@ -216,6 +216,31 @@ class TrainConfig:
 
 
 @dataclass
+class TestConfig:
+    """How ``segproto.test`` and ``segproto.infer CONFIG CKPT`` run the segmentor (their
+    ``--mode/--crop/--stride/--flip/--scales`` flags override it); mmseg semantics,
+    ``segproto/tta.py``. The trainer's periodic evaluation is always one whole-image forward."""
+
+    __test__ = False  # not a pytest test class
+
+    mode: Literal["whole", "slide"] = "whole"
+    crop: Optional[tuple[int, int]] = None     # slide: window (h, w)
+    stride: Optional[tuple[int, int]] = None   # slide: window step (h, w)
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+
+    def check(self) -> list[Issue]:
+        issues = [*bound("crop", self.crop, ge=1), *bound("stride", self.stride, ge=1),
+                  *bound("scales", self.scales, gt=0)]
+        if not self.scales:
+            issues.append(("scales", "must list at least one ratio"))
+        if self.mode == "slide":
+            issues += [(k, "is required when 'test.mode' is slide") for k, v in
+                       (("crop", self.crop), ("stride", self.stride)) if v is None]
+        return issues
+
+
+@dataclass
 class Config:
     """Root of the config tree (what :func:`segproto.config.load_config` returns)."""
 
@@ -231,15 +256,13 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    test: TestConfig = field(default_factory=TestConfig)
 
     def check(self) -> list[Issue]:
         """Checks that span sections (per-section checks live in each section)."""
         issues = [*bound("seed", self.seed, ge=0, lt=2**32), *nonempty("work_dir", self.work_dir),
                   *same_length("loss.ce.class_weight", self.loss.ce.class_weight,
                                 "data.classes", self.data.classes)]
-        if self.sched.warmup_iters > self.train.iters:
-            issues.append(("sched.warmup_iters", f"({self.sched.warmup_iters}) must be <= "
-                                                 f"'train.iters' ({self.train.iters})"))
         if self.sched.min_lr > self.optim.lr:
             issues.append(("sched.min_lr", f"({self.sched.min_lr}) must be <= "
                                            f"'optim.lr' ({self.optim.lr})"))

@@ -42,3 +42,39 @@ def test_slide_with_one_window_equals_whole(data_ckpt, tmp_path):
     assert runs["slide"]["IoU"] == runs["whole"]["IoU"] and runs["slide"]["aAcc"] == runs["whole"]["aAcc"]
     assert runs["slide4"]["test_mode"] == {"mode": "slide", "crop": [24, 24], "stride": [8, 8], "flip": True,
                                            "scales": [1.0]}
+
+
+def test_config_test_section_equals_the_flags(data_ckpt, tmp_path):
+    """``test.*`` in the config gives what the same flags give; a flag that is given wins."""
+    cfg, ckpt = data_ckpt
+    slide_cfg = ["--cfg-options", "test.mode=slide", "test.crop=[24,24]", "test.stride=[8,8]", "test.flip=true"]
+    runs = {}
+    for name, extra in {"flags": ["--mode", "slide", "--crop", "24", "24", "--stride", "8", "8", "--flip"],
+                        "config": slide_cfg,
+                        "whole": [],
+                        "config_whole": [*slide_cfg, "--mode", "whole", "--no-flip"]}.items():
+        assert run_test([str(cfg), str(ckpt), "--out", str(tmp_path / f"{name}.json"), "--split", "val", *extra]) == 0
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    want = {"mode": "slide", "crop": [24, 24], "stride": [8, 8], "flip": True, "scales": [1.0]}
+    assert runs["config"]["test_mode"] == runs["flags"]["test_mode"] == want
+    assert runs["config"]["IoU"] == runs["flags"]["IoU"] and runs["config"]["aAcc"] == runs["flags"]["aAcc"]
+    assert "test_mode" not in runs["config_whole"] and runs["config_whole"]["IoU"] == runs["whole"]["IoU"]
+
+
+def test_flags_override_the_config_test_section():
+    import argparse
+
+    from segproto.cli import add_test_mode_args, test_mode_or_exit
+    from segproto.config import TestConfig
+
+    p = argparse.ArgumentParser()
+    add_test_mode_args(p)
+    section = TestConfig(mode="slide", crop=(64, 64), stride=(32, 48), flip=True, scales=[0.5, 1.0])
+    m = test_mode_or_exit(p.parse_args([]), section)
+    assert (m.mode, m.crop, m.stride, m.flip, m.scales) == ("slide", (64, 64), (32, 48), True, (0.5, 1.0))
+    m = test_mode_or_exit(p.parse_args(["--stride", "16", "16", "--no-flip", "--scales", "2"]), section)
+    assert (m.mode, m.crop, m.stride, m.flip, m.scales) == ("slide", (64, 64), (16, 16), False, (2.0,))
+    m = test_mode_or_exit(p.parse_args(["--mode", "whole"]), section)
+    assert (m.mode, m.crop, m.stride, m.plain) == ("whole", None, None, False)  # flip and scales still apply
+    m = test_mode_or_exit(p.parse_args([]), None)
+    assert m.plain
