@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from segproto.cli import add_config_args, add_test_mode_args, load_or_exit, test_mode_or_exit, trained_or_exit
+from segproto.visualize import write_confusion
 
 
 def main(argv=None) -> int:
@@ -71,18 +72,6 @@ def main(argv=None) -> int:
         write_confusion(confusion, names, cm_path, f"{Path(a.checkpoint).name}, split {split}")
         print(f"confusion matrix: {cm_path} and {Path(cm_path).with_suffix('.png')}")
     return 0
-
-
-def write_confusion(cm, names, path, title: str = "") -> None:
-    """``path`` (JSON: ``classes``, ``rows``/``cols`` meaning, ``matrix`` counts) and the heat map
-    ``path`` with suffix ``.png``."""
-    from segproto.visualize import confusion_heatmap
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"classes": list(names), "rows": "ground truth", "cols": "prediction",
-                                "matrix": [[int(v) for v in row] for row in cm]}))
-    confusion_heatmap(np.asarray(cm), list(names), path.with_suffix(".png"), f"confusion matrix (rows normalised) {title}")
 
 
 def _show_segmentation(show_dir, cfg, names, palette):

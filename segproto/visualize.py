@@ -1,14 +1,17 @@
 """Pictures of predictions: colour maps, overlays, image | ground truth | prediction panels with a
-class legend (``--show-dir`` of ``python -m segproto.test``), and the confusion-matrix heat map."""
+class legend (``--show-dir`` of ``python -m segproto.test``), and the confusion matrix (JSON and heat map)
+that ``segproto.test --out`` and the trainer's final evaluation write."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["colorize", "overlay", "side_by_side", "save_label_png", "confusion_heatmap", "denormalize"]
+__all__ = ["colorize", "overlay", "side_by_side", "save_label_png", "confusion_heatmap", "write_confusion",
+           "denormalize"]
 
 IGNORE_COLOUR = (128, 128, 128)  # ground-truth pixels of ignore_index
 MIN_PANEL = 192  # panels smaller than this are enlarged (nearest) so that labels stay visible
@@ -137,3 +140,13 @@ def confusion_heatmap(cm: np.ndarray, classes: Sequence[str], path: str | Path, 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def write_confusion(cm, names, path, title: str = "") -> None:
+    """``path`` (JSON: ``classes``, ``rows``/``cols`` meaning, ``matrix`` counts) and the heat map
+    ``path`` with suffix ``.png``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"classes": list(names), "rows": "ground truth", "cols": "prediction",
+                                "matrix": [[int(v) for v in row] for row in cm]}))
+    confusion_heatmap(np.asarray(cm), list(names), path.with_suffix(".png"), f"confusion matrix (rows normalised) {title}")
