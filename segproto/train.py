@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from segproto.cli import add_config_args, load_or_exit, run_or_exit
 from segproto.launch import add_launcher_args, check_launcher_args
@@ -15,7 +14,8 @@ from segproto.launch import add_launcher_args, check_launcher_args
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m segproto.train", description=__doc__.split("\n")[0])
     add_config_args(p)
-    p.add_argument("--work-dir", help="output directory (default: work_dirs/<config name>)")
+    p.add_argument("--work-dir", help="output directory (default: work_dir of the config, else work_dirs/<config "
+                                      "path without configs/ and .yaml>)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
                    help="continue exactly from CKPT, or from the work dir's last checkpoint")
     p.add_argument("--force", action="store_true",
@@ -30,7 +30,9 @@ def main(argv=None) -> int:
         p.error("--force starts a fresh run; it cannot be combined with --resume")
     overrides = list(a.cfg_options) + (["train.amp=true"] if a.amp else [])
     cfg = load_or_exit(a.config, overrides, a.debug)
-    work_dir = a.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(a.config).stem)
+    from segproto.engine.run_log import default_work_dir
+
+    work_dir = a.work_dir or cfg.work_dir or default_work_dir(a.config)
 
     if a.launcher == "ray":
         from segproto.launch import run_on_ray

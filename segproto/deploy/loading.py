@@ -132,10 +132,13 @@ def _from_training_checkpoint(state: dict, path: Path, cfg: Any = None) -> SegMo
         except ConfigError as exc:
             raise ModelFileError(str(exc).splitlines()[0]) from exc
     cls = _method_class(cfg.method.name)
+    palette = None  # the training run's palette ("meta.palette") goes with its class names
     if getattr(cls, "episodic", False):
         classes = ["background", "foreground"]
     else:
         classes = meta_in.get("classes") or config_label_space(cfg)[0]
+        if meta_in.get("classes") and len(meta_in.get("palette") or []) == len(classes):
+            palette = meta_in["palette"]
         if not classes:
             raise ModelFileError(f"{path}: no class names in the checkpoint's meta or in the config "
                                  f"(expected 'meta.classes' or data.classes)")
@@ -146,7 +149,7 @@ def _from_training_checkpoint(state: dict, path: Path, cfg: Any = None) -> SegMo
         raise ModelFileError(f"{path}: no '{prefix}*' weights in 'model' (expected a checkpoint of a "
                              f"'{cfg.method.name}' run; keys start like {sorted(state['model'])[:3]})")
     _load_weights(net, sub, f"{path} ('model' entries '{prefix}*')")
-    meta = model_meta(cfg, classes, iteration=meta_in.get("iter"))
+    meta = model_meta(cfg, classes, palette, iteration=meta_in.get("iter"))
     return SegModel(_wrap(net, meta), meta, "checkpoint")
 
 

@@ -84,7 +84,8 @@ def log_line(it: int, total: int, lr: float, losses: Mapping[str, float], t_iter
 
 
 def save_plots(work_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
-    """Loss and mIoU curves from ``scalars.jsonl`` and per-class IoU bars, as PNG files."""
+    """``curves.png`` (losses, learning rate, validation mIoU and ``mIoU_<level>`` of every taxonomy
+    level, from ``scalars.jsonl``) and ``per_class_iou.png`` (per-class IoU bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,15 +97,24 @@ def save_plots(work_dir: Path, metrics: Mapping[str, Any]) -> list[Path]:
     train = [r for r in recs if r.get("mode") == "train"]
     val = [r for r in recs if r.get("mode") == "val"]
     out = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for key in sorted({k for r in train for k in r if k.startswith("loss")}):
         pts = [(r["iter"], r[key]) for r in train if key in r]
         axes[0].plot(*zip(*pts), label=key)
     axes[0].set(xlabel="iteration", ylabel="loss", title="training losses")
-    axes[0].legend(fontsize=8)
+    if axes[0].lines:
+        axes[0].legend(fontsize=8)
+    lr = [(r["iter"], r["lr"]) for r in train if r.get("lr") is not None]
+    if lr:
+        axes[1].plot(*zip(*lr), label="lr")
+    axes[1].set(xlabel="iteration", ylabel="learning rate", title="learning rate (first parameter group)")
+    for key in ["mIoU"] + sorted({k for r in val for k in r if k.startswith("mIoU_")}):
+        pts = [(r["iter"], r[key]) for r in val if r.get(key) is not None]
+        if pts:
+            axes[2].plot(*zip(*pts), marker="o", label=key)
+    axes[2].set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU per taxonomy level")
     if val:
-        axes[1].plot([r["iter"] for r in val], [r["mIoU"] for r in val], marker="o")
-    axes[1].set(xlabel="iteration", ylabel="mIoU (%)", title="validation mIoU")
+        axes[2].legend(fontsize=8)
     fig.tight_layout()
     out.append(work_dir / "curves.png")
     fig.savefig(out[-1], dpi=100)

@@ -1,5 +1,6 @@
 """Helpers of the trainer that hold no state: determinism switches, the logged scalars of an
-evaluation, the stream check of semi-supervised methods and strict-JSON cleaning."""
+evaluation, the stream check of semi-supervised methods, the finiteness check of a checkpoint's
+state and strict-JSON cleaning."""
 
 from __future__ import annotations
 
@@ -9,7 +10,30 @@ from typing import Any
 
 import torch
 
-__all__ = ["setup_determinism", "eval_scalars", "check_streams", "json_clean", "short_list"]
+from segproto.utils import dist as sdist
+
+__all__ = ["setup_determinism", "eval_scalars", "check_streams", "json_clean", "short_list", "NonFiniteLossError",
+           "check_finite_state"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss, a BatchNorm statistic or a saved tensor became NaN/inf; the run stops, nothing is
+    saved, and earlier checkpoints stay as they were."""
+
+
+def check_finite_state(state: dict, it: int, device: torch.device, world: int, last_ckpt: Any) -> None:
+    """A checkpoint is written only when every floating tensor of the model and optimizer
+    state is finite (on every rank), so every kept checkpoint can be resumed."""
+    bad = [f"model.{k}" for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    for pid, st in state["optimizer"].get("state", {}).items():
+        bad += [f"optimizer.state[{pid}].{k}" for k, v in st.items() if torch.is_tensor(v)
+                and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    flag = torch.tensor(float(not bad), device=device)
+    if sdist.all_reduce_sum(flag).item() < world:
+        raise NonFiniteLossError(f"non-finite weights at iteration {it} ({short_list(bad or ['on another rank'])}); "
+                                 f"training stopped, iter_{it}.pth not saved. "
+                                 f"Last good checkpoint: {last_ckpt or 'none yet'}")
 
 
 def setup_determinism(deterministic: bool) -> None:

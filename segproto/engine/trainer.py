@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -14,12 +15,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import segproto
 from segproto.config import config_to_dict, save_config
+from segproto.config.fit import fit_line, fit_to_run
 from segproto.data import check_dataset
 from segproto.evaluation import format_table
+from segproto.visualize import write_confusion
 from segproto.methods import build_method
 from segproto.utils import dist as sdist
 from segproto.utils.checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps,
-                                       run_files, save_checkpoint, save_marker)
+                                       save_checkpoint, save_marker)
 from segproto.utils.log import echo
 
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
@@ -27,17 +30,9 @@ from .evaluate import evaluate
 from .fewshot import evaluate_fewshot, format_fewshot
 from .logger import ScalarWriter, log_line, memory_mb, save_plots
 from .optim import build_optimizer, build_scheduler
-from .run_utils import check_streams, eval_scalars, json_clean, setup_determinism, short_list
+from .run_log import LOG_NAME, RunLog, WorkDirError, claim_work_dir  # noqa: F401  (WorkDirError re-exported)
+from .run_utils import NonFiniteLossError, check_finite_state, check_streams, eval_scalars, json_clean, setup_determinism, short_list
 from .state import gather_rng_states, seed_everything, set_rng_state
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss, a BatchNorm statistic or a saved tensor became NaN/inf; the run stops, nothing is
-    saved, and earlier checkpoints stay as they were."""
-
-
-class WorkDirError(ValueError):
-    """A fresh run was pointed at a work dir that holds another run's outputs."""
 
 
 EvalCallback = Callable[[int, dict, Optional[Path]], None]
@@ -65,16 +60,29 @@ class Trainer:
 
     def __init__(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None] = None,
                  on_eval: Optional[EvalCallback] = None, force: bool = False, check_data: bool = True) -> None:
-        self.cfg = cfg
         self.on_eval = on_eval
         self.rank, self.world = sdist.init_distributed()
+        self.main = self.rank == 0
+        self.log = RunLog(active=self.main)  # train.log: every line from here on
+        try:
+            self._setup(cfg, work_dir, resume, force, check_data)
+        except BaseException:
+            self.log.close()
+            raise
+
+    def _setup(self, cfg: Any, work_dir: Union[str, Path], resume: Union[bool, str, None], force: bool,
+               check_data: bool) -> None:
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
         self.work_dir = Path(work_dir).absolute()
-        self.main = self.rank == 0
         if self.work_dir.exists() and not self.work_dir.is_dir():
             raise WorkDirError(f"work dir {self.work_dir} exists and is not a directory")
         if not resume:
-            self._claim_work_dir(force)
+            claim_work_dir(self.work_dir, force, self.main)
+        fitted = fit_to_run(cfg)  # iteration-valued schedule points clamped to train.iters
+        self.cfg = cfg = dataclasses.replace(fitted.cfg, work_dir=str(self.work_dir))
+        if self.main:
+            for line in ([fit_line(fitted, cfg.train.iters)] if fitted.clamped else []) + fitted.warnings:
+                echo(line if line.startswith("schedule") else f"warning: {line}")
         setup_determinism(cfg.deterministic)
         seed_everything(cfg.seed + self.rank)
         self.train_set = build_split(cfg, cfg.data.train_split, train=True)
@@ -95,6 +103,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.start_iter, self.best = 0, {"mIoU": -1.0, "iter": 0}
         self.last_ckpt: Optional[Path] = None
+        self.confusion: Optional[list] = None  # of the final evaluation
         self._saved: list[tuple[int, Path]] = []  # (iteration, path): resumed from or written by this run
         self._stats = [(n, b) for n, b in self.method.named_buffers() if n.endswith(("running_mean", "running_var"))]
         if resume:
@@ -105,6 +114,10 @@ class Trainer:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.work_dir)
             save_config(cfg, self.work_dir / "config.yaml")
+            self.log.start(self.work_dir / LOG_NAME, append=bool(resume))
+            echo(f"segproto {segproto.__version__}: {self._describe(config_to_dict(cfg), list(self.class_names))}, "
+                 f"train.iters {cfg.train.iters} (from {self.start_iter}), batch {cfg.data.batch_size} x "
+                 f"{self.world} process(es) on {self.device}; work dir {self.work_dir}")
         sdist.barrier()
         self.model = self.method
         if self.world > 1:
@@ -115,7 +128,8 @@ class Trainer:
     def _state(self, it: int) -> dict:
         return {
             "meta": {"iter": it, "segproto": segproto.__version__, "config": config_to_dict(self.cfg),
-                     "classes": list(self.class_names), "world_size": self.world},
+                     "classes": list(self.class_names), "world_size": self.world,
+                     "palette": [list(map(int, c)) for c in self.palette] if self.palette else None},
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -123,24 +137,6 @@ class Trainer:
             "rng": gather_rng_states(),
             "best": dict(self.best),
         }
-
-    def _claim_work_dir(self, force: bool) -> None:
-        """A fresh run never replaces another run's outputs silently: it stops, or (``force``)
-        removes them first."""
-        old = run_files(self.work_dir)
-        if not old:
-            return
-        if not force:
-            shown = ", ".join(p.name for p in old[:4]) + (f" and {len(old) - 4} more" if len(old) > 4 else "")
-            raise WorkDirError(f"work dir {self.work_dir} holds another run ({shown}); continue it with --resume, "
-                               "replace it with --force, or choose another --work-dir")
-        sdist.barrier()
-        if self.main:
-            for p in old:
-                p.unlink(missing_ok=True)
-            remove_stale_temps(self.work_dir)
-            echo(f"--force: removed {len(old)} file(s) of an earlier run from {self.work_dir}")
-        sdist.barrier()
 
     def _check_data(self) -> None:
         """Every split the run reads is checked before the first iteration: not empty, every
@@ -229,15 +225,19 @@ class Trainer:
             echo(f"load_from {path}: {len(weights)} tensors loaded; missing {len(missing)}, unexpected {len(unexpected)}")
 
     # ------------------------------------------------------------------ loop
-    def _evaluate(self) -> dict:
+    def _evaluate(self, final: bool = False) -> dict:
+        """Whole-image evaluation of the val split (``cfg.test`` is for ``segproto.test``); the final
+        one keeps its confusion matrix for ``confusion.json``."""
         sdist.broadcast_buffers(self.method)
         loader = eval_loader(self.val_set, self.cfg, self.rank, self.world)
         if getattr(self.val_set, "episodic", False):
             return evaluate_fewshot(self.method, loader, self.val_set.class_ids, self.val_set.class_names,
                                     self.device, self.amp_dtype)
-        return evaluate(self.method, loader, self.num_classes, self.class_names, self.device,
-                        self.cfg.data.ignore_index, self.taxonomy, self.cfg.data.level, self.amp_dtype,
-                        self.target_fn)
+        metrics = evaluate(self.method, loader, self.num_classes, self.class_names, self.device,
+                           self.cfg.data.ignore_index, self.taxonomy, self.cfg.data.level, self.amp_dtype,
+                           self.target_fn, keep_confusion=final)
+        self.confusion = metrics.pop("confusion", None)
+        return metrics
 
     def _step(self, batch: dict, it: int, unlabeled: Optional[dict] = None) -> dict[str, float]:
         img = batch["img"].to(self.device, non_blocking=True)
@@ -279,7 +279,17 @@ class Trainer:
         return logged
 
     def run(self) -> dict:
-        """Trains to ``train.iters``; returns the final evaluation metrics."""
+        """Trains to ``train.iters``; returns the final evaluation metrics. Every printed line, and
+        the error that stops the run, also goes to ``train.log``."""
+        try:
+            return self._run()
+        except BaseException as exc:
+            self.log.write(f"error: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.log.close()
+
+    def _run(self) -> dict:
         cfg, tcfg = self.cfg, self.cfg.train
         writer = ScalarWriter(self.work_dir, tcfg.tensorboard, self.start_iter if self.start_iter else None) if self.main else None
         loader = train_loader(self.train_set, cfg, self.rank, self.world, self.start_iter * cfg.data.batch_size)
@@ -318,7 +328,7 @@ class Trainer:
                                   "data_time": t_data / n_win, "memory_mb": mem})
                 window, t_iter, t_data, n_win = defaultdict(float), 0.0, 0.0, 0
             if it % tcfg.eval_interval == 0 or it == tcfg.iters:
-                metrics = self._evaluate()
+                metrics = self._evaluate(final=it == tcfg.iters)
                 is_best = metrics["mIoU"] > self.best["mIoU"]
                 if is_best:
                     self.best = {"mIoU": metrics["mIoU"], "iter": it}
@@ -331,7 +341,7 @@ class Trainer:
             saved = None
             if it % tcfg.checkpoint_interval == 0 or it == tcfg.iters:
                 state = self._state(it)  # collective (RNG gather): every rank calls it
-                self._check_finite_state(state, it)
+                check_finite_state(state, it, self.device, self.world, self.last_ckpt)
                 if self.main:
                     self.last_ckpt = saved = save_checkpoint(state, self.work_dir, it, tcfg.max_keep_ckpts, is_best)
                     self._saved = [(i, p) for i, p in self._saved if p.is_file()] + [(it, saved)]
@@ -341,7 +351,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if not metrics:  # resumed at the end: evaluate the final weights
-            metrics = self._evaluate()
+            metrics = self._evaluate(final=True)
         if self.main:
             self._finish(metrics, time.perf_counter() - t_run, writer)
         return metrics
@@ -364,20 +374,6 @@ class Trainer:
                 if suspect else "")
         return f"Last good checkpoint: {path}{note}"
 
-    def _check_finite_state(self, state: dict, it: int) -> None:
-        """A checkpoint is written only when every floating tensor of the model and optimizer
-        state is finite (on every rank), so every kept checkpoint can be resumed."""
-        bad = [f"model.{k}" for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()
-               and not bool(torch.isfinite(v).all())]
-        for pid, st in state["optimizer"].get("state", {}).items():
-            bad += [f"optimizer.state[{pid}].{k}" for k, v in st.items() if torch.is_tensor(v)
-                    and v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        flag = torch.tensor(float(not bad), device=self.device)
-        if sdist.all_reduce_sum(flag).item() < self.world:
-            raise NonFiniteLossError(f"non-finite weights at iteration {it} ({short_list(bad or ['on another rank'])}); "
-                                     f"training stopped, iter_{it}.pth not saved. "
-                                     f"Last good checkpoint: {self.last_ckpt or 'none yet'}")
-
     def _finish(self, metrics: dict, seconds: float, writer: ScalarWriter) -> None:
         writer.close()
         out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, "train_seconds": seconds}
@@ -385,8 +381,12 @@ class Trainer:
         echo(format_fewshot(metrics) if "FB-IoU" in metrics else format_table(metrics, self.class_names))
         for name, lv in metrics.get("levels", {}).items():
             echo(f"level {name}: aAcc {lv['aAcc']:.2f}  mIoU {lv['mIoU']:.2f}  mAcc {lv['mAcc']:.2f}")
-        plots = save_plots(self.work_dir, metrics)
-        echo(f"work dir: {self.work_dir} (metrics.json, scalars.jsonl, {', '.join(p.name for p in plots)})")
+        files = [p.name for p in save_plots(self.work_dir, metrics)]
+        if self.confusion is not None:
+            write_confusion(self.confusion, self.class_names, self.work_dir / "confusion.json",
+                            f"iter {self.cfg.train.iters}, split {self.cfg.data.val_split}")
+            files += ["confusion.json", "confusion.png"]
+        echo(f"work dir: {self.work_dir} (metrics.json, scalars.jsonl, {LOG_NAME}, {', '.join(files)})")
 
 
 EPISODE_KEYS = ("support_img", "support_mask")
