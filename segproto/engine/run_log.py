@@ -30,7 +30,8 @@ class RunLog:
     """Collects the run's lines (``active`` is False on ranks other than 0: nothing is kept)."""
 
     def __init__(self, active: bool = True) -> None:
-        self.active = active
+        self.active = active          # collecting lines (False once closed, or after a write error)
+        self._registered = active     # the echo sink and the warnings hook are installed
         self._pending: list[str] = []
         self._file = None
         self._showwarning = None
@@ -50,29 +51,44 @@ class RunLog:
         text = str(msg).replace("\r", "")
         if self._file is None:
             self._pending.append(text)
-        else:
+            return
+        try:
             self._file.write(text + "\n")
             self._file.flush()
+        except OSError:  # a full disk: the log stops, the run goes on (the console has every line)
+            self._drop_file()
+
+    def _drop_file(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._file, self.active = None, False
 
     def start(self, path: Path, append: bool) -> None:
         """Opens ``path`` (appending when ``append``) and writes the lines kept so far."""
         if not self.active or self._file is not None:
             return
-        self._file = open(path, "a" if append else "w", encoding="utf-8")
-        for text in self._pending:
-            self._file.write(text + "\n")
+        try:
+            self._file = open(path, "a" if append else "w", encoding="utf-8")
+            self._file.write("".join(text + "\n" for text in self._pending))
+            self._file.flush()
+        except OSError:
+            if self._file is not None:
+                self._drop_file()
+            self.active = False
         self._pending.clear()
-        self._file.flush()
 
     def close(self) -> None:
         """Stops collecting; the file is closed (lines kept before :meth:`start` are dropped)."""
-        if not self.active:
+        if not self._registered:
             return
+        self._registered = False
         remove_sink(self.write)
         if self._showwarning is not None and warnings.showwarning == self._warning:
             warnings.showwarning = self._showwarning
         if self._file is not None:
-            self._file.close()
+            self._drop_file()
         self._file, self._pending, self.active = None, [], False
 
 

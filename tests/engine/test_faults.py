@@ -104,4 +104,4 @@ def test_a_save_that_runs_out_of_space_keeps_the_previous_checkpoint(setup, tmp_
     assert "the latest checkpoint is still" in err and "iter_1.pth" in err
     state = json.loads(out.stdout.strip().splitlines()[-1])
     assert state["iter"] == 1 and state["marker"] == "iter_1.pth"
-    assert state["files"] == ["config.yaml", "iter_1.pth", "last_checkpoint", "scalars.jsonl"]  # no temp left
+    assert state["files"] == ["config.yaml", "iter_1.pth", "last_checkpoint", "scalars.jsonl", "train.log"]  # no temp left

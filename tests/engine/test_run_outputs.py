@@ -133,3 +133,36 @@ def test_curves_show_lr_and_every_level(tmp_path, monkeypatch):
     miou = {ln.get_label(): list(ln.get_ydata()) for ax in axes for ln in ax.lines if ln.get_label().startswith("mIoU")}
     assert miou == {"mIoU": [10.0], "mIoU_fine": [10.0], "mIoU_middle": [20.0], "mIoU_coarse": [30.0]}
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_run_log_keeps_lines_until_start_and_survives_a_full_disk(tmp_path):
+    import warnings
+
+    from segproto.engine.run_log import RunLog
+    from segproto.utils import log
+
+    shown = warnings.showwarning
+    run_log = RunLog()
+    log.echo("before the work dir")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("careful")
+    run_log.start(tmp_path / "train.log", append=False)
+    log.echo("after")
+
+    class Full:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    run_log._file = Full()
+    log.echo("not written")  # no exception: the run goes on
+    run_log.close()
+    assert warnings.showwarning is shown and run_log.write not in log._SINKS
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert lines[0] == "before the work dir" and "UserWarning: careful" in lines[1] and lines[-1] == "after"
