@@ -43,7 +43,8 @@ class Trainer:
 
     Args:
         cfg: A validated :class:`segproto.config.Config`.
-        work_dir: Output directory (config, scalars, checkpoints, metrics, plots).
+        work_dir: Output directory (config, ``train.log``, scalars, checkpoints, metrics, confusion
+            matrix, plots); ``config.yaml`` records it.
         resume: ``True`` = the work dir's last checkpoint; a path = that checkpoint; falsy = fresh run.
             A fresh run refuses a work dir that holds another run's checkpoints, ``last_checkpoint``,
             ``scalars.jsonl`` or ``metrics.json`` (:class:`WorkDirError`) unless ``force``.
@@ -81,8 +82,9 @@ class Trainer:
         fitted = fit_to_run(cfg)  # iteration-valued schedule points clamped to train.iters
         self.cfg = cfg = dataclasses.replace(fitted.cfg, work_dir=str(self.work_dir))
         if self.main:
-            for line in ([fit_line(fitted, cfg.train.iters)] if fitted.clamped else []) + fitted.warnings:
-                echo(line if line.startswith("schedule") else f"warning: {line}")
+            clamp = [fit_line(fitted, cfg.train.iters)] if fitted.clamped else []
+            for line in clamp + [f"warning: {w}" for w in fitted.warnings]:
+                echo(line)
         setup_determinism(cfg.deterministic)
         seed_everything(cfg.seed + self.rank)
         self.train_set = build_split(cfg, cfg.data.train_split, train=True)
