@@ -20,7 +20,8 @@ def main() -> None:
     cfg_path, work_dir, phase, seed = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     rng = random.Random(seed)
     from segproto.config import load_config
-    from segproto.engine import checkpoint, trainer
+    from segproto.engine import trainer
+    from segproto.utils import checkpoint  # where save_checkpoint looks up atomic_torch_save
 
     cfg = load_config(cfg_path)
     calls = {"n": 0}
