@@ -152,8 +152,8 @@ def test_fixed_shape_path_trains_like_the_compact_one(contrast, steps):
         assert a.keys() == f.keys() and a["num_anchors"] == f["num_anchors"] > 0
         for key in a:
             assert f[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), key
-    for name in ma:
-        torch.testing.assert_close(mf[name], ma[name])
+    for name in ma:  # unit-norm rows written after 1-3 float32 steps: rounding of the two paths' shapes
+        torch.testing.assert_close(mf[name], ma[name], rtol=1e-4, atol=1e-5)
     for x, y in zip(pf, pa):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
