@@ -68,6 +68,23 @@ def _registered(wd: Path) -> dict[str, int]:
     return out
 
 
+def _tune_status(wd: Path) -> dict:
+    """trial id -> status in the newest experiment state Tune has written to the storage dir (what a
+    ``--resume`` reads back)."""
+    states = sorted(wd.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for entry in data.get("trial_data", []):
+        trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+        out[trial.get("trial_id")] = trial.get("status")
+    return out
+
+
 @pytest.mark.slow
 def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_driver(write_cfg, write_space, tmp_path,
                                                                                        monkeypatch):
@@ -112,8 +129,10 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
                                and (wd / f"trial_{done[0]}" / "progress.csv").is_file()):
                         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
                         time.sleep(0.1)
-                    time.sleep(3)  # Tune records the finished trial
                     [finished] = [t for t, it in _registered(wd).items() if it == ITERS]
+                    while _tune_status(wd).get(finished) != "TERMINATED":  # Tune has stored it as finished
+                        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+                        time.sleep(0.2)
                     assert proc.poll() is None, "both trials finished before the driver could be killed"
                     proc.kill()
                     proc.wait(timeout=60)
