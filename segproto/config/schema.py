@@ -1,29 +1,29 @@
 """The typed config schema: one ``@dataclass`` per YAML section.
 
-The methods' own sections are in :mod:`.method_sections`. To add a section for a new method,
-add a dataclass there and a field for it, e.g. in :class:`LossConfig`::
-
-    contrast: ContrastLossConfig = field(default_factory=ContrastLossConfig)
-    hiposeg: HiPoSegLossConfig = field(default_factory=HiPoSegLossConfig)
-    prcl: PRCLLossConfig = field(default_factory=PRCLLossConfig)
-
-Loading, validation, did-you-mean messages, overrides and saving pick it up automatically.
-A section may define ``check(self) -> list[Issue]`` for value checks; each issue names the
-key relative to the section (see the helpers :func:`bound` and :func:`nonempty`).
+The core sections are defined here; the methods' sections register themselves in
+:mod:`segproto.config.sections` (one module per method) and :func:`_tree` builds ``LossConfig``
+and ``Config`` from both, so a new method's section needs no line in this file. Loading,
+validation, did-you-mean messages, overrides and saving pick every section up. A section may
+define ``check(self) -> list[Issue]`` for value checks; each issue names the key relative to the
+section (see the helpers :func:`bound` and :func:`nonempty`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .checks import Issue, bound, nonempty, same_length
-from .method_sections import (ContrastLossConfig, FewShotConfig, HiPoSegLossConfig, PRCLLossConfig,
-                              SemiConfig)
+from .sections import SECTIONS, load_sections, under
+
+load_sections()
+#: the methods' section classes, importable from here as from their own modules
+globals().update({cls.__name__: cls for _, cls in SECTIONS.values()})
 
 __all__ = ["Issue", "bound", "nonempty", "SyntheticConfig", "DataConfig", "ModelConfig", "MethodConfig",
-           "CELossConfig", "ContrastLossConfig", "HiPoSegLossConfig", "PRCLLossConfig", "LossConfig",
-           "SemiConfig", "FewShotConfig", "OptimConfig", "SchedConfig", "TrainConfig", "TestConfig", "Config"]
+           "CELossConfig", "LossConfig", "OptimConfig", "SchedConfig", "TrainConfig", "TestConfig", "Config",
+           *sorted(cls.__name__ for _, cls in SECTIONS.values())]
 
 
 @dataclass
@@ -144,14 +144,25 @@ class CELossConfig:
                 *bound("class_weight", self.class_weight, ge=0)]
 
 
-@dataclass
-class LossConfig:
-    """Loss terms; each method adds its own sub-section."""
+def _tree(name: str, doc: str, core: list[tuple[str, Any]], parent: str, after: str,
+          namespace: Optional[dict[str, Any]] = None) -> type:
+    """A config dataclass: the ``core`` fields (name, default value or section class) with the
+    sections registered under ``parent`` (:mod:`.sections`) inserted after the field ``after``."""
+    specs = []
+    for key, value in core:
+        if isinstance(value, type) and dataclasses.is_dataclass(value):
+            specs.append((key, value, field(default_factory=value)))
+        else:
+            specs.append((key, value[0], field(default=value[1])))
+        if key == after:
+            specs += [(k, cls, field(default_factory=cls)) for k, cls in under(parent)]
+    cls = dataclasses.make_dataclass(name, specs, namespace={"__doc__": doc, **(namespace or {})})
+    cls.__module__ = __name__
+    return cls
 
-    ce: CELossConfig = field(default_factory=CELossConfig)
-    contrast: ContrastLossConfig = field(default_factory=ContrastLossConfig)
-    hiposeg: HiPoSegLossConfig = field(default_factory=HiPoSegLossConfig)
-    prcl: PRCLLossConfig = field(default_factory=PRCLLossConfig)
+
+LossConfig = _tree("LossConfig", "Loss terms: ``ce`` and the sections the methods register.",
+                   [("ce", CELossConfig)], parent="loss", after="ce")
 
 
 @dataclass
@@ -240,30 +251,20 @@ class TestConfig:
         return issues
 
 
-@dataclass
-class Config:
-    """Root of the config tree (what :func:`segproto.config.load_config` returns)."""
+def _check_config(self) -> list[Issue]:
+    """Checks that span sections (per-section checks live in each section)."""
+    issues = [*bound("seed", self.seed, ge=0, lt=2**32), *nonempty("work_dir", self.work_dir),
+              *same_length("loss.ce.class_weight", self.loss.ce.class_weight,
+                            "data.classes", self.data.classes)]
+    if self.sched.min_lr > self.optim.lr:
+        issues.append(("sched.min_lr", f"({self.sched.min_lr}) must be <= "
+                                       f"'optim.lr' ({self.optim.lr})"))
+    return issues
 
-    seed: int = 0
-    deterministic: bool = True
-    work_dir: Optional[str] = None
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    semi: SemiConfig = field(default_factory=SemiConfig)
-    fewshot: FewShotConfig = field(default_factory=FewShotConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    sched: SchedConfig = field(default_factory=SchedConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    test: TestConfig = field(default_factory=TestConfig)
 
-    def check(self) -> list[Issue]:
-        """Checks that span sections (per-section checks live in each section)."""
-        issues = [*bound("seed", self.seed, ge=0, lt=2**32), *nonempty("work_dir", self.work_dir),
-                  *same_length("loss.ce.class_weight", self.loss.ce.class_weight,
-                                "data.classes", self.data.classes)]
-        if self.sched.min_lr > self.optim.lr:
-            issues.append(("sched.min_lr", f"({self.sched.min_lr}) must be <= "
-                                           f"'optim.lr' ({self.optim.lr})"))
-        return issues
+Config = _tree(
+    "Config", "Root of the config tree (what :func:`segproto.config.load_config` returns).",
+    [("seed", (int, 0)), ("deterministic", (bool, True)), ("work_dir", (Optional[str], None)),
+     ("data", DataConfig), ("model", ModelConfig), ("method", MethodConfig), ("loss", LossConfig),
+     ("optim", OptimConfig), ("sched", SchedConfig), ("train", TrainConfig), ("test", TestConfig)],
+    parent="", after="loss", namespace={"check": _check_config})

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from segproto import ops
-from segproto.config.schema import HiPoSegLossConfig
+from segproto.config.sections.hiposeg import HiPoSegLossConfig
 from segproto.data.taxonomy import Taxonomy
 from segproto.losses.hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototype_loss,
                                      prototype_separation_loss)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segproto import ops
-from segproto.config.schema import ContrastLossConfig
+from segproto.config.sections.pico import ContrastLossConfig
 from segproto.losses.pico import AnchorSample, memory_contrast_loss, pico_contrast_loss, sample_hard_anchors
 from segproto.models import ProjectionHead, Segmentor, build_segmentor
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segproto.config.schema import PRCLLossConfig, SemiConfig
+from segproto.config.sections.prcl import PRCLLossConfig
+from segproto.config.sections.semi import SemiConfig
 from segproto.data.batch_aug import class_mix, photometric
 from segproto.models import Segmentor, build_segmentor
 
