@@ -19,7 +19,7 @@ from benchmarks.common import machine, print_table, write_json
 from benchmarks.steps import quickstart_batch, time_steps_interleaved
 from segproto import ops
 from segproto.config import load_config
-from segproto.data.taxonomy import Taxonomy
+from segproto.data.pipeline.taxonomy import Taxonomy
 from segproto.methods import build_method
 
 

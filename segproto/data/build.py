@@ -30,7 +30,7 @@ Keys read (all optional unless marked):
 ``{split}`` and ``{subset}`` in path templates are substituted. The defaults above are those
 of the folder kinds; every kind has its own (absent keys take them).
 
-``cityscapes`` (official layout, see :mod:`segproto.data.cityscapes`) changes the defaults:
+``cityscapes`` (official layout, see :mod:`segproto.data.datasets.cityscapes`) changes the defaults:
 ``img_dir`` ``"leftImg8bit/{subset}"``, ``ann_dir`` ``"gtFine/{subset}"``, ``split_file``
 null (every image of the subset; a split file that is set but missing for a plain
 ``train``/``val``/``test`` split also means every image), ``img_suffix``
@@ -47,12 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from .cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMG_SUFFIX, LABEL_IDS_SUFFIX,
+from .datasets.cityscapes import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IMG_SUFFIX, LABEL_IDS_SUFFIX,
                          CityscapesDataset)
-from .dataset import DatasetError, FileListDataset, SegDataset, _PairedDataset
-from .synthetic import generate_synthetic
-from .taxonomy import Taxonomy
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+from .pipeline.dataset import DatasetError, FileListDataset, SegDataset, _PairedDataset
+from .synth.synthetic import generate_synthetic
+from .pipeline.taxonomy import Taxonomy
+from .pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
 __all__ = ["build_dataset", "build_transform", "register_dataset", "DatasetKind", "DATASET_KINDS",
            "DATA_KEYS", "SYNTHETIC_KEYS"]

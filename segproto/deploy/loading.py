@@ -33,7 +33,7 @@ def config_label_space(cfg: Any) -> tuple[Optional[list[str]], Optional[list[lis
         names, palette = kind.defaults.get("classes"), palette or kind.defaults.get("palette")
     tax_file = d.taxonomy
     if d.dataset == "synthetic":
-        from segproto.data.synth_classes import FINE_NAMES, PALETTE
+        from segproto.data.synth.classes import FINE_NAMES, PALETTE
 
         names, palette = names or list(FINE_NAMES), palette or [list(c) for c in PALETTE]
         tax_file = tax_file or "taxonomy.yaml"
@@ -41,7 +41,7 @@ def config_label_space(cfg: Any) -> tuple[Optional[list[str]], Optional[list[lis
         if not tax_file:
             return (list(names) if names else None), palette
         try:
-            from segproto.data.taxonomy import Taxonomy
+            from segproto.data.pipeline.taxonomy import Taxonomy
 
             tax = Taxonomy.from_yaml(taxonomy_path(tax_file, Path(d.root).expanduser().absolute()))
         except (OSError, ValueError, KeyError):
@@ -159,7 +159,7 @@ def _from_export_dict(state: dict, path: Path) -> SegModel:
         if "down_query.0.weight" in state["segmentor"]:
             raise ModelFileError(f"{path}: HDMNet weights without 'meta' (its architecture); export the "
                                  f"checkpoint again with python -m segproto.export")
-        from segproto.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from segproto.data.pipeline.transforms import IMAGENET_MEAN, IMAGENET_STD
 
         meta = {"segproto_export": 0, "kind": "segmentor", "classes": list(state["classes"]),
                 "palette": state.get("palette"), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),

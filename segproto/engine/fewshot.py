@@ -35,7 +35,7 @@ def uses_fewshot(cfg: Any) -> bool:
 
 def fold_split(cfg: Any, dataset) -> tuple[list[int], list[int]]:
     """(novel, base) class ids of ``cfg.fewshot.fold`` in ``dataset``'s label space."""
-    from segproto.data.fewshot import fold_classes, resolve_folds
+    from segproto.data.pipeline.fewshot import fold_classes, resolve_folds
 
     folds = resolve_folds(cfg.fewshot.folds, Path(cfg.data.root).expanduser().absolute())
     novel, base = fold_classes(folds, cfg.fewshot.fold)
@@ -56,7 +56,7 @@ def wrap_fewshot(cfg: Any, dataset, train: bool, seed: Optional[int] = None):
             (``fewshot.val_episodes`` novel-class episodes drawn once from ``seed``).
         seed: Seed of the evaluation episodes; default ``fewshot.eval_seeds[0]``.
     """
-    from segproto.data.fewshot import BaseClassDataset, EpisodeDataset
+    from segproto.data.pipeline.fewshot import BaseClassDataset, EpisodeDataset
 
     novel, base = fold_split(cfg, dataset)
     fs = cfg.fewshot

@@ -3,7 +3,8 @@
 from .hdmnet import correlation_distillation_loss
 from .hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototype_loss,
                       prototype_separation_loss)
-from .pico import (AnchorSample, Synthesized, pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors,
+from .pico import (AnchorSample, Synthesized, all_pairs_contrast_loss, memory_bank_contrast_loss,
+                   pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors, sampled_contrast_loss,
                    select_examples, synthesize_negatives)
 from .prcl import negative_class_probs, sample_anchors, sample_negative_pixels
 from .prcl_loss import PRCLSample, prcl_logits, prcl_loss, prcl_sample
@@ -31,8 +32,9 @@ __all__ = [
     "pixel_prototype_loss",
     "prototype_separation_loss",
     "Synthesized",
-    "pico_contrast_loss",
-    "pixel_contrast_loss",
+    "all_pairs_contrast_loss",
+    "memory_bank_contrast_loss",
+    "sampled_contrast_loss",
     "sample_hard_anchors",
     "select_examples",
     "synthesize_negatives",

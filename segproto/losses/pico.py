@@ -16,16 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .pico_anchors import AnchorSample, sample_hard_anchors
-from .pico_memory import memory_contrast_loss
+from .pico_memory import memory_bank_contrast_loss
 
 __all__ = [
     "AnchorSample",
     "Synthesized",
-    "contrast_from_logits",
+    "contrast_loss_from_logits",
     "masked_logsumexp",
-    "memory_contrast_loss",
-    "pico_contrast_loss",
-    "pixel_contrast_loss",
+    "memory_bank_contrast_loss",
+    "sampled_contrast_loss",
+    "all_pairs_contrast_loss",
     "sample_hard_anchors",
     "select_examples",
     "similarity_and_masks",
@@ -60,7 +60,7 @@ def masked_logsumexp(x: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     return torch.logsumexp(safe, dim).masked_fill(~has.squeeze(dim), float("-inf"))
 
 
-def contrast_from_logits(pos_logits: Tensor, pos_mask: Tensor, neg_logits: Tensor, neg_mask: Tensor,
+def contrast_loss_from_logits(pos_logits: Tensor, pos_mask: Tensor, neg_logits: Tensor, neg_mask: Tensor,
                          temperature: float, base_temperature: float,
                          extra_logits: Optional[Tensor] = None, extra_mask: Optional[Tensor] = None) -> Tensor:
     """The PiCo loss from per-anchor logits ``s = f_i . f_j / T`` (already divided by T).
@@ -121,7 +121,7 @@ def similarity_and_masks(anchors: Tensor, anchor_labels: Tensor, contrast: Optio
     return sim, pos, neg
 
 
-def pixel_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor] = None,
+def all_pairs_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor] = None,
                         contrast_labels: Optional[Tensor] = None, temperature: float = 0.1,
                         base_temperature: float = 0.07, *, extra_negatives: Optional[Tensor] = None,
                         extra_negatives_mask: Optional[Tensor] = None, ignore_index: int = 255) -> Tensor:
@@ -144,7 +144,7 @@ def pixel_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Option
     extra = None
     if extra_negatives is not None:
         extra = _full_precision_dot(anchors.to(sim.dtype), extra_negatives) / temperature  # [N, E]
-    return contrast_from_logits(sim, pos, sim, neg, temperature, base_temperature, extra, extra_negatives_mask)
+    return contrast_loss_from_logits(sim, pos, sim, neg, temperature, base_temperature, extra, extra_negatives_mask)
 
 
 def select_examples(sim: Tensor, mask: Tensor, k: int, mode: str, hardest_is_largest: bool = True,
@@ -231,15 +231,15 @@ def synthesize_negatives(anchors: Tensor, contrast: Tensor, hard_idx: Tensor, ha
     return Synthesized(feats, mask, alpha)
 
 
-def pico_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor] = None,
+def sampled_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor] = None,
                        contrast_labels: Optional[Tensor] = None, *, temperature: float = 0.1,
                        base_temperature: float = 0.07, sampling: str = "all", hard_k: int = 512,
                        semi_hard_frac: float = 0.1, synth_neg_neg: int = 0, synth_neg_anchor: int = 0,
                        alpha_max: float = 0.5, generator: Optional[torch.Generator] = None,
                        ignore_index: int = 255) -> Tensor:
-    """:func:`pixel_contrast_loss` with the paper's example sampling and negative synthesis.
+    """:func:`all_pairs_contrast_loss` with the paper's example sampling and negative synthesis.
 
-    ``sampling="all"`` uses every positive and negative (= :func:`pixel_contrast_loss`); otherwise
+    ``sampling="all"`` uses every positive and negative (= :func:`all_pairs_contrast_loss`); otherwise
     each anchor keeps ``hard_k`` positives and ``hard_k`` negatives chosen by
     :func:`select_examples`. With ``synth_neg_neg``/``synth_neg_anchor`` > 0, negatives mixed from
     each anchor's ``hard_k`` hardest negatives are appended (:func:`synthesize_negatives`).
@@ -248,7 +248,7 @@ def pico_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optiona
         Scalar loss.
     """
     if sampling not in SAMPLING_MODES:
-        raise ValueError(f"pico_contrast_loss: sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        raise ValueError(f"sampled_contrast_loss: sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     sim, pos, neg = similarity_and_masks(anchors, anchor_labels, contrast, contrast_labels, temperature,
                                          ignore_index)
     if sampling == "all":
@@ -265,4 +265,11 @@ def pico_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Optiona
                   else select_examples(sim, neg, hard_k, "hardest", True, generator=generator))
         syn = synthesize_negatives(a, c, hi, hv, synth_neg_neg, synth_neg_anchor, alpha_max, generator)
         extra, extra_mask = _full_precision_dot(a, syn.feats) / temperature, syn.mask
-    return contrast_from_logits(pos_l, pos_m, neg_l, neg_m, temperature, base_temperature, extra, extra_mask)
+    return contrast_loss_from_logits(pos_l, pos_m, neg_l, neg_m, temperature, base_temperature, extra, extra_mask)
+
+
+# The first names of these functions, kept importable (they did not say how the losses differ).
+pixel_contrast_loss = all_pairs_contrast_loss
+pico_contrast_loss = sampled_contrast_loss
+memory_contrast_loss = memory_bank_contrast_loss
+contrast_from_logits = contrast_loss_from_logits

@@ -1,5 +1,5 @@
-"""PiCo's pixel contrast against the memory banks (:func:`memory_contrast_loss`): the loss of
-:func:`segproto.losses.pico.pixel_contrast_loss` over the written memory slots, computed without
+"""PiCo's pixel contrast against the memory banks (:func:`memory_bank_contrast_loss`): the loss of
+:func:`segproto.losses.pico.all_pairs_contrast_loss` over the written memory slots, computed without
 ``[N, F]`` label masks and with a closed-form gradient."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["memory_contrast_loss"]
+__all__ = ["memory_bank_contrast_loss"]
 
 
 class _PrecomputedGrad(torch.autograd.Function):
@@ -96,12 +96,12 @@ def _closed_form_grad(e: Tensor, x: Tensor, neg_sum: Tensor, idx: Tensor, w: Ten
     return (gs @ rows) / temperature  # [N, D]
 
 
-def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Tensor], counts: list[Tensor],
+def memory_bank_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Tensor], counts: list[Tensor],
                          temperature: float = 0.1, base_temperature: float = 0.07,
                          ignore_index: int = 255, workspace: Optional[dict] = None) -> Tensor:
-    """:func:`pixel_contrast_loss` against the written slots of per-class memories, without masks.
+    """:func:`all_pairs_contrast_loss` against the written slots of per-class memories, without masks.
 
-    The value is ``pixel_contrast_loss(anchors, anchor_labels, rows, row_labels, temperature,
+    The value is ``all_pairs_contrast_loss(anchors, anchor_labels, rows, row_labels, temperature,
     base_temperature, ignore_index=ignore_index)`` where ``rows`` / ``row_labels`` are the written
     slots ``bank[c, :count[c]]`` (label c) of every bank; the memory rows are constants (no
     gradient). Tested against that function and a float64 loop.
@@ -123,7 +123,7 @@ def memory_contrast_loss(anchors: Tensor, anchor_labels: Tensor, banks: list[Ten
         anchor_labels: [N] int64.
         banks: per memory, ``[K, M_b, D]`` rows (class-major ring buffers, same K and D).
         counts: per memory, ``[K]`` int64 written slots per class (slots ``>= count`` never read).
-        temperature, base_temperature, ignore_index: as :func:`pixel_contrast_loss` (memory rows of
+        temperature, base_temperature, ignore_index: as :func:`all_pairs_contrast_loss` (memory rows of
             class ``ignore_index``, if any, take no part).
         workspace: optional dict kept by the caller across calls: on the CPU the ``[N, F]`` logits
             and the ``[F, D]`` row copy reuse buffers kept there (same results, no page faults).

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from segproto import ops
 from segproto.config.sections.hiposeg import HiPoSegLossConfig
-from segproto.data.taxonomy import Taxonomy
+from segproto.data.pipeline.taxonomy import Taxonomy
 from segproto.losses.hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototype_loss,
                                      prototype_separation_loss)
 from segproto.models import ProjectionHead, Segmentor, build_segmentor

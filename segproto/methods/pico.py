@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from segproto import ops
 from segproto.config.sections.pico import ContrastLossConfig
-from segproto.losses.pico import AnchorSample, memory_contrast_loss, pico_contrast_loss, sample_hard_anchors
+from segproto.losses.pico import AnchorSample, memory_bank_contrast_loss, sample_hard_anchors, sampled_contrast_loss
 from segproto.models import ProjectionHead, Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits
@@ -105,7 +105,7 @@ class PiCoMethod(SegMethod):
         self._generators: dict[str, torch.Generator] = {}
         # Fixed-shape anchors (padded to max_samples, no host sync): None = everywhere but the CPU.
         self.fixed_shape: Optional[bool] = None
-        self._loss_workspace: dict = {}  # CPU scratch buffers of memory_contrast_loss (not state)
+        self._loss_workspace: dict = {}  # CPU scratch buffers of memory_bank_contrast_loss (not state)
 
     @classmethod
     def from_config(cls, cfg: Any, num_classes: int, taxonomy=None) -> "PiCoMethod":
@@ -181,20 +181,20 @@ class PiCoMethod(SegMethod):
         """The unweighted PiCo loss of the anchors against the memories (or against each other).
 
         With memories, ``sampling: all`` and no synthesis (the paper's memory version), the value
-        of the masked path below is computed by :func:`memory_contrast_loss` on the class-major
+        of the masked path below is computed by :func:`memory_bank_contrast_loss` on the class-major
         banks (no ``[N, F]`` masks, gradient formed with the value; tested equal)."""
         c = self.contrast_cfg
         contrast = contrast_labels = None
         if self.pixel_memory is not None and c.sampling == "all" and c.synth_neg_neg + c.synth_neg_anchor == 0:
             mems = (self.pixel_memory, self.region_memory)  # copied inside: the pushes come later
-            return memory_contrast_loss(sample.feats, sample.labels, [m.bank for m in mems], [m.count for m in mems],
+            return memory_bank_contrast_loss(sample.feats, sample.labels, [m.bank for m in mems], [m.count for m in mems],
                                         c.temperature, c.base_temperature, self.ignore_index,
                                         workspace=self._loss_workspace)
         if self.pixel_memory is not None:
             rows = [self.pixel_memory.filled(), self.region_memory.filled()]  # copies: pushes come later
             contrast = torch.cat([r[0] for r in rows])
             contrast_labels = torch.cat([r[1] for r in rows])
-        return pico_contrast_loss(
+        return sampled_contrast_loss(
             sample.feats, sample.labels, contrast, contrast_labels, temperature=c.temperature,
             base_temperature=c.base_temperature, sampling=c.sampling, hard_k=c.hard_k,
             semi_hard_frac=c.semi_hard_frac, synth_neg_neg=c.synth_neg_neg, synth_neg_anchor=c.synth_neg_anchor,

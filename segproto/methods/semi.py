@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from segproto.config.sections.prcl import PRCLLossConfig
 from segproto.config.sections.semi import SemiConfig
-from segproto.data.batch_aug import class_mix, photometric
+from segproto.data.pipeline.batch_aug import class_mix, photometric
 from segproto.models import Segmentor, build_segmentor
 
 from .base import SegMethod, labels_at, resize_logits

@@ -8,9 +8,9 @@ One subcommand per converter (``python -m segproto.tools.convert --help`` lists 
                        the ``cityscapes`` dataset maps label ids to trainIds when it loads them.
 ``cityscapes_splits``  the 1/16, 1/8, 1/4, 1/2 semi-supervised split files of the 2975
                        train images of the Cityscapes root SRC, written to the folder DST
-                       (``segproto.data.splits``; ``--lists u2pl`` the published lists,
+                       (``segproto.data.datasets.splits``; ``--lists u2pl`` the published lists,
                        ``--lists seeded --seed N`` our nested draws)
-others                 ``segproto.data.convert.CONVERTERS`` when that module is installed
+others                 ``segproto.data.datasets.convert.CONVERTERS`` when that module is installed
                        (``voc_aug``, ``coco_stuff``, ...)
 =====================  ======================================================================
 
@@ -35,9 +35,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from segproto.data.cityscapes import LABEL_IDS_SUFFIX, LAYOUT, MAX_LABEL_ID, TRAIN_IDS_SUFFIX, id_to_train_id_lut
-from segproto.data.dataset import DatasetError, load_label
-from segproto.data.splits import PUBLISHED, make_cityscapes_splits
+from segproto.data.datasets.cityscapes import LABEL_IDS_SUFFIX, LAYOUT, MAX_LABEL_ID, TRAIN_IDS_SUFFIX, id_to_train_id_lut
+from segproto.data.pipeline.dataset import DatasetError, load_label
+from segproto.data.datasets.splits import PUBLISHED, make_cityscapes_splits
 
 __all__ = ["Converter", "convert_cityscapes", "cityscapes_splits", "converters", "main"]
 
@@ -56,7 +56,7 @@ def convert_cityscapes(src: str | Path, dst: str | Path, subsets: Sequence[str] 
 
     Every ``SRC/gtFine/<subset>/<city>/<name>_gtFine_labelIds.png`` of the subsets present becomes
     ``DST/gtFine/<subset>/<city>/<name>_gtFine_labelTrainIds.png``: the 19 trainIds, 255 elsewhere,
-    through :func:`segproto.data.cityscapes.id_to_train_id_lut` (what cityscapesscripts'
+    through :func:`segproto.data.datasets.cityscapes.id_to_train_id_lut` (what cityscapesscripts'
     ``createTrainIdLabelImgs`` writes).
 
     Returns:
@@ -93,7 +93,7 @@ def convert_cityscapes(src: str | Path, dst: str | Path, subsets: Sequence[str] 
 
 def cityscapes_splits(src: str | Path, dst: str | Path, seed: int = 0, lists: str = "seeded") -> int:
     """Semi-supervised split files of the Cityscapes root ``src`` into the folder ``dst``
-    (:func:`segproto.data.splits.make_cityscapes_splits`); returns the number of files."""
+    (:func:`segproto.data.datasets.splits.make_cityscapes_splits`); returns the number of files."""
     return len(make_cityscapes_splits(src, dst, seed, lists=lists))
 
 
@@ -103,10 +103,10 @@ _OWN = (Converter("cityscapes", convert_cityscapes, "Cityscapes labelIds PNGs ->
 
 
 def converters() -> dict[str, Converter]:
-    """Ours, plus those of ``segproto.data.convert.CONVERTERS`` when that module exists."""
+    """Ours, plus those of ``segproto.data.datasets.convert.CONVERTERS`` when that module exists."""
     out = {c.name: c for c in _OWN}
     try:
-        from segproto.data.convert import CONVERTERS as std
+        from segproto.data.datasets.convert import CONVERTERS as std
     except ImportError:
         std = {}
     for name, func in std.items():

@@ -22,7 +22,7 @@ import numpy as np
 
 from segproto.labels import bad_label_mask
 
-from .dataset import DatasetError, Transform, _PairedDataset, _resolve, read_split
+from ..pipeline.dataset import DatasetError, Transform, _PairedDataset, _resolve, read_split
 
 __all__ = ["CityscapesLabel", "CITYSCAPES_LABELS", "CITYSCAPES_CLASSES", "CITYSCAPES_PALETTE",
            "CITYSCAPES_CATEGORIES", "LABEL_IDS_SUFFIX", "TRAIN_IDS_SUFFIX", "IMG_SUFFIX",

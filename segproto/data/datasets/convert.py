@@ -35,8 +35,8 @@ import numpy as np
 
 from .convert_common import checked_labels, run_jobs, save_index_png
 from .convert_voc import VOC_SEMI_SIZES, convert_pascal_context, convert_voc_aug, make_voc_splits, pascal_context_lut
-from .dataset import DatasetError, load_label
-from .datasets_std import COCO_IDS_ENCODING
+from ..pipeline.dataset import DatasetError, load_label
+from .standard import COCO_IDS_ENCODING
 from .pascal_part_convert import convert_pascal_part108
 
 __all__ = ["CONVERTERS", "VOC_SEMI_SIZES", "convert_coco20i", "convert_coco_stuff", "convert_pascal_context", "convert_voc_aug",
@@ -54,7 +54,7 @@ def _coco_one(src: Path, out_dir: Path) -> None:
 def convert_coco_stuff(src: str | Path, dst: str | Path, num_workers: int = 0) -> int:
     """Official COCO-Stuff id PNGs -> 171 contiguous train ids.
 
-    The mapping is :func:`segproto.data.datasets_std.coco_stuff_id_table`, derived from
+    The mapping is :func:`segproto.data.datasets.standard.coco_stuff_id_table`, derived from
     cocostuff's labels.txt: values 0..181 (labels.txt id - 1) of the 171 annotated classes take
     the train ids 0..170 in id order; 255 (unlabeled) and the 11 never-annotated thing ids stay
     255. (The ``coco_stuff164k`` dataset can also read the id PNGs directly, with
@@ -116,7 +116,7 @@ def convert_coco20i(src: str | Path, dst: str | Path, num_workers: int = 0) -> i
 
     Every image of ``annotations/instances_<subset>2014.json`` gets ``DST/ann_dir/<subset>/<file
     stem>.png``: 0 = background, 1..80 = the COCO categories in increasing category-id order
-    (:data:`segproto.data.fewshot.COCO_CLASSES`; the ids of ``builtin:coco20i``). Each
+    (:data:`segproto.data.pipeline.fewshot.COCO_CLASSES`; the ids of ``builtin:coco20i``). Each
     annotation's polygons or RLE are decoded with pycocotools (the official COCO API) and painted
     in the order of the file, so where instances overlap the later one wins; crowd regions are
     painted with their class. Images with no annotation get an all-background mask. When
@@ -140,7 +140,7 @@ def convert_coco20i(src: str | Path, dst: str | Path, num_workers: int = 0) -> i
     """
     if importlib.util.find_spec("pycocotools") is None:  # pragma: no cover - installed with .[datasets]/.[all]
         raise ImportError("convert_coco20i needs pycocotools (the COCO API) to decode the masks: pip install pycocotools")
-    from .fewshot import COCO_CLASSES
+    from ..pipeline.fewshot import COCO_CLASSES
 
     src, dst = Path(src), Path(dst)
     files = {s: src / "annotations" / f"instances_{s}.json" for s in COCO20I_SUBSETS}

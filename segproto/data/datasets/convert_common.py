@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .dataset import DatasetError
+from ..pipeline.dataset import DatasetError
 
 __all__ = ["need_scipy", "run_jobs", "write_list", "save_index_png", "checked_labels"]
 

@@ -12,8 +12,8 @@ from typing import Sequence
 import numpy as np
 
 from .convert_common import checked_labels, need_scipy, run_jobs, save_index_png, write_list
-from .dataset import DatasetError, load_label, read_split
-from .datasets_std import VOC_ENCODING
+from ..pipeline.dataset import DatasetError, load_label, read_split
+from .standard import VOC_ENCODING
 from .std_classes import PASCAL_CONTEXT59_LABELS
 
 __all__ = ["VOC_SEMI_SIZES", "convert_pascal_context", "convert_voc_aug", "make_voc_splits", "pascal_context_lut"]
@@ -69,7 +69,7 @@ def convert_pascal_context(src: str | Path, dst: str | Path, num_workers: int = 
 
     Reads the original release (``trainval.tar.gz`` of cs.stanford.edu/~roozbeh/pascal-context:
     ``trainval/<name>.mat`` with a ``LabelMap`` of the 459 class ids) with ``scipy.io.loadmat``,
-    so the Detail API is not needed. The 59 classes of :data:`~segproto.data.std_classes.PASCAL_CONTEXT59_LABELS`
+    so the Detail API is not needed. The 59 classes of :data:`~segproto.data.datasets.std_classes.PASCAL_CONTEXT59_LABELS`
     become 1..59 in id order, every other id 0 (the layout and values of mmsegmentation's
     ``pascal_context.py`` output). Split lists: the ``phase`` of each image in
     ``trainval_merged.json`` (the Detail annotations, if present next to ``src`` or in ``dst``;
@@ -186,7 +186,7 @@ def make_voc_splits(voc_root: str | Path, out_dir: str | Path | None = None, see
     the full ``train.txt`` is the largest (``train_labeled_1464``). With ``lists="seeded"`` these
     are our own draws (comparable in protocol, not image for image); ``lists="u2pl"`` writes the
     lists published with U2PL (shipped in ``segproto/data/split_lists/u2pl/voc``, see
-    :mod:`segproto.data.splits`), which compare image for image with U2PL's and PRCL's numbers.
+    :mod:`segproto.data.datasets.splits`), which compare image for image with U2PL's and PRCL's numbers.
 
     Args:
         voc_root: ``VOCdevkit/VOC2012`` with ``ImageSets/Segmentation/{train,train_aug}.txt``.

@@ -4,8 +4,8 @@
 layout (a wrong root, a missing image or label folder) and whose label check says what an
 out-of-range value most likely means for that dataset (an unexpected label encoding, e.g. a
 colour or instance PNG in place of the class-id PNGs). :func:`layout_factory` builds the
-``build_dataset`` factory of such a kind; Mapillary Vistas (:mod:`segproto.data.mapillary`)
-and PASCAL-Part-108 (:mod:`segproto.data.pascal_part`) use it.
+``build_dataset`` factory of such a kind; Mapillary Vistas (:mod:`segproto.data.datasets.mapillary`)
+and PASCAL-Part-108 (:mod:`segproto.data.datasets.pascal_part`) use it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .dataset import DatasetError, SegDataset, Transform, _resolve
+from ..pipeline.dataset import DatasetError, SegDataset, Transform, _resolve
 
 __all__ = ["LayoutDataset", "layout_factory"]
 

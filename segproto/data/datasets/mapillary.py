@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .build import register_dataset
+from ..build import register_dataset
 from .layout import layout_factory
 
 __all__ = ["MapillaryLabel", "MAPILLARY_V2_LABELS", "MAPILLARY_V2_CLASSES", "MAPILLARY_V2_PALETTE",

@@ -18,7 +18,7 @@ ranges of ``mmseg/models/losses/pascal_part.py``), written out here as data.
 
 from __future__ import annotations
 
-from .build import register_dataset
+from ..build import register_dataset
 from .layout import layout_factory
 
 __all__ = ["PASCAL_PART108_OBJECTS", "PASCAL_PART108_CLASSES", "PASCAL_PART108_PALETTE",

@@ -5,7 +5,7 @@ http://www.stat.ucla.edu/~xianjie.chen/pascal_part_dataset/, unpacked to
 ``Annotations_Part/<name>.mat``) hold, per image, the VOC objects with their masks and their part
 instances (``part_name`` as in the release's ``part2ind.m``: ``lwing``, ``engine_1``, ...).
 :data:`PASCAL_PART108_MERGE` maps each object's raw part names to the 108 classes of
-:data:`~segproto.data.pascal_part.PASCAL_PART108_CLASSES`. The table is **ours**, derived from the
+:data:`~segproto.data.datasets.pascal_part.PASCAL_PART108_CLASSES`. The table is **ours**, derived from the
 part names: BSANet (Zhao et al., ICCV 2019) and LogicSeg publish the class list but no merge rules.
 Left/right, front/back, upper/lower variants merge into the one class LogicSeg's list keeps
 (its names keep one representative: ``cat rfleg`` = every cat leg).
@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .convert_common import need_scipy, run_jobs
-from .dataset import DatasetError, read_split
+from ..pipeline.dataset import DatasetError, read_split
 from .pascal_part import PASCAL_PART108_CLASSES
 
 __all__ = ["PASCAL_PART108_MERGE", "convert_pascal_part108"]

@@ -191,7 +191,7 @@ def make_cityscapes_splits(root: str | Path, out_dir: str | Path | None = None, 
     names = cityscapes_train_names(root)
     out = Path(root).expanduser() / "splits" if out_dir is None else Path(out_dir)
     if lists == "seeded":
-        header = f"Cityscapes train, segproto.data.splits.make_cityscapes_splits seed={seed}:"
+        header = f"Cityscapes train, segproto.data.datasets.splits.make_cityscapes_splits seed={seed}:"
         return write_splits(nested_splits(names, fractions, seed), out, "train", header)
     sizes = {k: math.ceil(2975 / k) for k in fractions}
     where = f"{Path(root).expanduser() / 'leftImg8bit' / 'train'} ({len(names)} images)"

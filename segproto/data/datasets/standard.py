@@ -16,7 +16,7 @@ the keys of the encoding's table, and a 256-entry lookup table built from it map
 training ids (``ignore_index`` for void / unlabelled / "other"). Any other value, and colour
 (RGB) label images, raise :class:`~segproto.data.DatasetError` naming the file, the values and
 what the dataset expects; missing roots, folders, split files and labels name the expected
-layout. The class tables are in :mod:`segproto.data.std_classes`.
+layout. The class tables are in :mod:`segproto.data.datasets.std_classes`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from .build import _fmt, register_dataset
-from .dataset import DatasetError, Transform, _PairedDataset, _resolve, load_image, load_label, read_split
+from ..build import _fmt, register_dataset
+from ..pipeline.dataset import DatasetError, Transform, _PairedDataset, _resolve, load_image, load_label, read_split
 from .std_classes import (ADE20K_CLASSES, ADE20K_PALETTE, CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID,
                           COCO_STUFF_CLASSES, COCO_STUFF_LABELS, COCO_STUFF_PALETTE, COCO_STUFF_UNUSED_IDS,
                           PASCAL_CONTEXT59_CLASSES, PASCAL_CONTEXT59_PALETTE, VOC_CLASSES, VOC_PALETTE)
@@ -273,7 +273,7 @@ def coco_stuff_id_table() -> dict[int, int]:
     """stuffthingmaps value (labels.txt id - 1, 0..181; 255 unlabeled) -> train id 0..170 or ``IGNORE``.
 
     The used ids, in id order, take the train ids 0..170; the 11 never-annotated thing ids
-    (:data:`~segproto.data.std_classes.COCO_STUFF_UNUSED_IDS`) and 255 are ignored.
+    (:data:`~segproto.data.datasets.std_classes.COCO_STUFF_UNUSED_IDS`) and 255 are ignored.
     """
     table, train_id = {}, 0
     for label_id in range(1, len(COCO_STUFF_LABELS) + 1):

@@ -1,8 +1,8 @@
 """Class tables of the standard benchmarks, written out as data (no download needed at run time).
 
 Each table names its source. Lookup tables from the label values stored on disk to the
-contiguous training ids are *derived* from these tables (see :mod:`segproto.data.datasets_std`
-and :mod:`segproto.data.convert`), never written by hand.
+contiguous training ids are *derived* from these tables (see :mod:`segproto.data.datasets.standard`
+and :mod:`segproto.data.datasets.convert`), never written by hand.
 
 Palettes: PASCAL VOC and CamVid have official colours (VOC's are the palette of its label PNGs).
 ADE20K (SceneParsing), PASCAL-Context and COCO-Stuff label files carry no colours; their

@@ -7,7 +7,7 @@ the three-level one fine -> middle -> coarse.
 
 from __future__ import annotations
 
-from .taxonomy import Level, Taxonomy
+from ..pipeline.taxonomy import Level, Taxonomy
 
 __all__ = ["FINE", "MIDDLE", "COARSE", "FINE_NAMES", "PALETTE", "NUM_FINE", "IGNORE_INDEX",
            "CLASS_ID", "build_taxonomy"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m segproto.data.generate ROOT [--num-train N ...]``.
+"""Command line: ``python -m segproto.data.synth.generate ROOT [--num-train N ...]``.
 
 Generates the built-in synthetic benchmark (or reuses it) and prints the time taken.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .synthetic import generate_synthetic
+from segproto.data.synth.synthetic import generate_synthetic  # absolute: also run by its flat path
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .synth_canvas import Canvas
-from .synth_classes import CLASS_ID as C
+from .canvas import Canvas
+from .classes import CLASS_ID as C
 
 __all__ = ["jitter", "draw_vehicle", "draw_person", "draw_bicycle", "draw_pole",
            "draw_tree", "draw_clutter", "VEHICLE_SIZE"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .synth_canvas import Canvas, finish_image
-from .synth_classes import CLASS_ID as C
-from .synth_objects import (draw_bicycle, draw_clutter, draw_person, draw_pole, draw_tree,
+from .canvas import Canvas, finish_image
+from .classes import CLASS_ID as C
+from .objects import (draw_bicycle, draw_clutter, draw_person, draw_pole, draw_tree,
                             draw_vehicle, jitter, veg_colour)
 
 __all__ = ["render_scene"]

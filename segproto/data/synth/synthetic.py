@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .synth_classes import (COARSE, FINE_NAMES, IGNORE_INDEX, NUM_FINE, PALETTE,
+from .classes import (COARSE, FINE_NAMES, IGNORE_INDEX, NUM_FINE, PALETTE,
                             build_taxonomy)
-from .synth_scene import render_scene
+from .scene import render_scene
 
 __all__ = ["generate_synthetic", "render_sample", "sample_name", "GENERATOR_VERSION",
            "SPLITS", "SEMI_FRACTIONS", "NUM_FOLDS"]
