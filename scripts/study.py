@@ -1,8 +1,13 @@
 """Method studies: variants x training seeds, kept as committed result files.
 
     python scripts/study.py run pretrained128 pico [--seeds 0 1 2] [--variants ...] [--threads 1]
-    python scripts/study.py queue pretrained128 --order seed   # every study of a regime, seed-major
+    python scripts/study.py run quickstart hiposeg --jobs 2   # two 1-thread trainings at once
+    python scripts/study.py queue pretrained128                # every study of a regime, seed-major
     python scripts/study.py list
+
+Regimes: ``quickstart`` (64 px, from scratch, the configs of ``configs/quickstart.yaml`` and the
+methods' ``quickstart.yaml``) and ``pretrained128`` (128 px, ImageNet EfficientNet-Lite0,
+``configs/pretrained128/``).
 
 Each run is ``python -m segproto.train CONFIG --work-dir work_dirs/studies/<regime>/<variant>_s<seed>
 --cfg-options ... seed=<seed>``. A run with a ``metrics.json`` is not trained again; a run that was
@@ -13,8 +18,9 @@ the commit of the code that trained it) is written to
 turns into the tables of docs/results.md. Variants shared by several studies of a regime (``ce``)
 train once and are recorded in each study.
 
-Run one training at a time with ``--threads 1`` beside other work, or ``--threads 2`` alone
-(docs/results.md: two trainings with two threads each on two cores run several times slower).
+Run one training at a time with ``--threads 1`` beside other work, ``--threads 2`` alone, or
+``--jobs 2`` (two trainings with one thread each); never two trainings with two threads each on
+two cores (docs/results.md: several times slower).
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,8 +41,37 @@ WORK = REPO / "work_dirs" / "studies"
 RESULTS = REPO / "benchmarks" / "results" / "studies"
 
 P128 = "configs/pretrained128"
+PICO, HIPO, HARD = "configs/pico/quickstart.yaml", "configs/hiposeg/quickstart.yaml", ["loss.contrast.hard_k=256"]
 # regime -> study -> variant -> (config, overrides); "ce" is each study's baseline.
 STUDIES: dict[str, dict[str, dict[str, tuple[str, list[str]]]]] = {
+    "quickstart": {
+        "pico": {
+            "ce": ("configs/quickstart.yaml", []),
+            "pico_batch": (PICO, ["loss.contrast.memory=false"]),
+            "pico_memory": (PICO, []),
+            "pico_hardest": (PICO, ["loss.contrast.sampling=hardest", *HARD]),
+            "pico_semi_hard": (PICO, ["loss.contrast.sampling=semi_hard", *HARD]),
+            "pico_synthesis": (PICO, ["loss.contrast.sampling=hardest", *HARD, "loss.contrast.synth_neg_neg=64",
+                                      "loss.contrast.synth_neg_anchor=64"]),
+        },
+        "hiposeg": {
+            "ce": ("configs/quickstart.yaml", []),
+            "hiposeg_coarse": (HIPO, ["loss.hiposeg.weight_fine=0", "loss.hiposeg.weight_align=0"]),
+            "hiposeg_fine": (HIPO, ["loss.hiposeg.weight_coarse=0", "loss.hiposeg.weight_align=0"]),
+            "hiposeg_no_align": (HIPO, ["loss.hiposeg.weight_align=0"]),
+            "hiposeg_full": (HIPO, []),
+            "hiposeg_3level": (HIPO, ["data.taxonomy=taxonomy_3level.yaml"]),
+            "hiposeg_light": (HIPO, ["loss.hiposeg.weight_coarse=0.1", "loss.hiposeg.weight_fine=0.1",
+                                     "loss.hiposeg.weight_align=0.1"]),
+            # the best configuration of the 16-trial sweep of docs/sweeps.md (search/spaces/hiposeg.yaml)
+            "hiposeg_swept": ("configs/hiposeg/quickstart_swept.yaml", []),
+        },
+        "prcl": {
+            "ce": ("configs/prcl/supervised_1-8.yaml", []),  # labelled-only: the baseline of this study
+            "mean_teacher_1-8": ("configs/prcl/mean_teacher_1-8.yaml", []),
+            "prcl_1-8": ("configs/prcl/quickstart.yaml", []),
+        },
+    },
     "pretrained128": {
         "pico": {
             "ce": (f"{P128}/ce.yaml", []),
@@ -72,6 +110,13 @@ def _work_dir(regime: str, study: str, variant: str, seed: int) -> Path:
     # "ce" of the prcl study is the labelled-only run: a different training from the other "ce"s
     name = f"{study}_{variant}" if (variant == "ce" and study == "prcl") else variant
     return WORK / regime / f"{name}_s{seed}"
+
+
+def _seeds_on_disk(regime: str, study: str, variant: str) -> list[int]:
+    """The seeds of the variant's work dirs (``<name>_s<seed>``, the name matched exactly)."""
+    name = re.escape(_work_dir(regime, study, variant, 0).name.rpartition("_s")[0])
+    found = (re.fullmatch(rf"{name}_s(\d+)", p.name) for p in (WORK / regime).glob("*_s*"))
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def _metrics(wd: Path) -> dict:
@@ -132,10 +177,10 @@ def write_results(regime: str, study: str) -> Path:
     old = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     runs = {(r["variant"], r["seed"]): r for r in old["runs"]}
     for variant in STUDIES[regime][study]:
-        for wd in sorted((WORK / regime).glob(f"{_work_dir(regime, study, variant, 0).name[:-3]}_s*")):
-            rec = record(regime, study, variant, int(wd.name.rsplit("_s", 1)[1]))
+        for seed in _seeds_on_disk(regime, study, variant):
+            rec = record(regime, study, variant, seed)
             if rec is not None:
-                runs[(variant, rec["seed"])] = rec
+                runs[(variant, seed)] = rec
     ordered = sorted(runs.values(), key=lambda r: (list(STUDIES[regime][study]).index(r["variant"])
                                                    if r["variant"] in STUDIES[regime][study] else 99, r["seed"]))
     data = {"study": study, "regime": regime, "runs": ordered}
@@ -145,7 +190,16 @@ def write_results(regime: str, study: str) -> Path:
     return path
 
 
-def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int) -> None:
+_RESULTS_LOCK = threading.Lock()
+
+
+def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int, parallel: int = 1) -> None:
+    """Trains the jobs in order, ``parallel`` at a time (each with ``threads`` threads)."""
+    if parallel > 1:
+        with ThreadPoolExecutor(parallel) as pool:
+            for _ in pool.map(lambda job: run_jobs([job], threads), jobs):
+                pass
+        return
     for regime, study, variant, seed in jobs:
         wd = _work_dir(regime, study, variant, seed)
         fresh = not (wd / "metrics.json").is_file()
@@ -155,9 +209,10 @@ def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int) -> None:
             (wd / "threads.txt").write_text(f"{threads}\n")
             print(f"train {regime}/{study}/{variant} seed {seed}", flush=True)
         train(regime, study, variant, seed, threads)
-        for other, variants in STUDIES[regime].items():
-            if variant in variants and _work_dir(regime, other, variant, seed) == wd:
-                write_results(regime, other)
+        with _RESULTS_LOCK:  # parallel jobs merge into the same result files
+            for other, variants in STUDIES[regime].items():
+                if variant in variants and _work_dir(regime, other, variant, seed) == wd:
+                    write_results(regime, other)
         if fresh:
             m = json.loads((wd / "metrics.json").read_text())
             print(f"done {wd.name}: mIoU {m['mIoU']:.2f}", flush=True)
@@ -176,6 +231,7 @@ def main(argv=None) -> int:
     for a in (r, q):
         a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         a.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each training")
+        a.add_argument("--jobs", type=int, default=1, help="trainings at once (give each --threads 1)")
     sub.add_parser("list", help="print the studies and their variants")
     a = p.parse_args(argv)
     if a.cmd == "list":
@@ -202,7 +258,7 @@ def main(argv=None) -> int:
                     if key not in seen:
                         seen.add(key)
                         jobs.append((a.regime, study, v, s))
-    run_jobs(jobs, a.threads)
+    run_jobs(jobs, a.threads, a.jobs)
     return 0
 
 

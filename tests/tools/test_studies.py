@@ -94,3 +94,18 @@ def test_study_configs_load(regime):
     for variants in study.STUDIES[regime].values():
         for config, overrides in variants.values():
             load_config(REPO / config, overrides)
+
+
+def test_results_take_each_variants_own_runs_by_exact_name(tmp_path, monkeypatch):
+    """``ce_s12`` is seed 12 of ``ce``; ``prcl_ce_s1`` (the prcl study's baseline) and
+    ``ce_s1_old`` are not runs of the pico study's ``ce``."""
+    monkeypatch.setattr(study, "WORK", tmp_path / "work")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    for name, miou in (("ce_s0", 30.0), ("ce_s12", 31.0), ("prcl_ce_s1", 5.0), ("ce_s1_old", 6.0)):
+        wd = tmp_path / "work" / "pretrained128" / name
+        wd.mkdir(parents=True)
+        (wd / "metrics.json").write_text(json.dumps({"aAcc": 1.0, "mIoU": miou, "mAcc": 1.0}))
+    data = json.loads(study.write_results("pretrained128", "pico").read_text())
+    assert [(r["variant"], r["seed"], r["metrics"]["mIoU"]) for r in data["runs"]] == [("ce", 0, 30.0), ("ce", 12, 31.0)]
+    prcl = json.loads(study.write_results("pretrained128", "prcl").read_text())
+    assert [(r["variant"], r["seed"], r["metrics"]["mIoU"]) for r in prcl["runs"]] == [("ce", 1, 5.0)]
