@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as `python search/sweep.py`: make the `sear
 from search import ray_train, results
 from search.space import Param, SearchSpace, load_space
 from search.trial import METRIC, TIME_ATTR, run_trial
-from segproto.cli import add_config_args
+from segproto.cli import add_config_args, one_line
 from segproto.config import (ConfigError, config_from_dict, config_to_dict, get_by_dotted, load_config,
                              set_by_dotted)
 from segproto.config.yaml_io import dump_yaml, read_yaml
@@ -76,6 +76,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    "directory every node sees, or a URI (s3://...); default: the work dir's parent")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted sweep of this work dir (same command otherwise)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     ray_train.add_args(p)
     return p.parse_args(argv)
 
@@ -236,7 +237,10 @@ def start(args: argparse.Namespace, base: Mapping[str, Any], space: SearchSpace,
         raise SweepError(f"{experiment} already holds a sweep: add --resume to continue it, or pick a new --work-dir")
     if (args.grace_period or 0) > base["train"]["iters"]:
         raise SweepError(f"--grace-period {args.grace_period} is beyond train.iters ({base['train']['iters']})")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"--work-dir {work_dir}: cannot create the folder ({exc.strerror or exc})") from None
     trial_cfg = trial_base(base)
     check_same_sweep(work_dir, trial_cfg, space, args.resume)
     ray.cloudpickle.register_pickle_by_value(search)  # workers need segproto and Ray, not this checkout
@@ -297,8 +301,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ray_train.check_args(args)
         base, space = prepare(args)
         tuner, experiment = start(args, base, space, work_dir)
-    except (ValueError, KeyError, FileNotFoundError, SweepError) as exc:  # ConfigError, DatasetError: ValueError
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, KeyError, OSError, SweepError) as exc:  # ConfigError, DatasetError: ValueError
+        if args.debug:
+            raise
+        print(f"error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
         return 2
     tuner.fit()
     rows = collect_rows(experiment, base["train"]["iters"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from segproto.config import ConfigError, load_config
@@ -37,6 +39,11 @@ def _message(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def one_line(exc: BaseException) -> str:
+    """The one-line message of an error (see :func:`load_or_exit`)."""
+    return _message(exc)
+
+
 #: What a bad input raises below an entry point (configs, data, checkpoints, paths, non-finite
 #: losses): reported in one line with exit status 1.
 INPUT_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
@@ -44,27 +51,53 @@ INPUT_ERRORS = (ValueError, KeyError, OSError, RuntimeError)
 
 def run_or_exit(fn: Callable[[], Any], debug: bool = False) -> int:
     """Runs ``fn``; a bad input (:data:`INPUT_ERRORS`) prints ``error: ...`` on one line (the
-    traceback only with ``debug``) and returns 1; success returns 0."""
+    traceback only with ``debug``) and returns 1; success returns ``fn``'s exit status when it
+    returns an int, else 0."""
     try:
-        fn()
+        result = fn()
     except INPUT_ERRORS as exc:
         if debug:
             raise
         print(f"error: {_message(exc)} (--debug shows the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
-def trained_or_exit(cfg, ckpt: str, split: str, device="cpu"):
-    """:func:`segproto.engine.loading.load_for_inference`; a bad checkpoint prints its message
-    (no traceback) and exits 1."""
-    from segproto.engine.loading import load_for_inference
+def add_debug_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
+
+def output_path(path: str | os.PathLike, option: str, force: bool = False, folder: bool = False) -> Path:
+    """Makes an output's folder (the output itself with ``folder``) and checks that it can be
+    written; an existing output file is refused unless ``force``. Returns the path.
+
+    Raises:
+        FileExistsError, NotADirectoryError, PermissionError, OSError: one line naming ``option``,
+            the path and what was expected.
+    """
+    p = Path(path).expanduser()
+    if not folder and p.is_dir():
+        raise IsADirectoryError(f"{option} {p}: is a folder; expected a file name")
+    if not folder and p.exists() and not force:
+        raise FileExistsError(f"{option} {p}: the file exists; add --force to replace it")
+    if folder and p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{option} {p}: is a file; expected a folder")
+    where = p if folder else p.parent
     try:
-        return load_for_inference(cfg, ckpt, split, device)
-    except (FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"{option} {p}: cannot create the folder {where} ({exc.strerror or exc})") from None
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise PermissionError(f"{option} {p}: the folder {where} is not writable")
+    return p
+
+
+def refuse_existing(paths: Sequence[Path], option: str, force: bool) -> None:
+    """Raises FileExistsError naming the first of ``paths`` that exists (unless ``force``)."""
+    there = [p for p in paths if p.exists()]
+    if there and not force:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise FileExistsError(f"{option}: {there[0]} exists{more}; add --force to replace it")
 
 
 def add_test_mode_args(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
 """Export a trained model as one self-contained file:
-``python -m segproto.export [CONFIG] CKPT OUT [--format pth|torchscript|onnx|exported]``.
+``python -m segproto.export [CONFIG] CKPT OUT [--format pth|torchscript|onnx|exported] [--force]
+[--debug]``. An existing OUT is replaced only with ``--force``.
 
 The file holds the deployable network only (no projection heads, memories or prototypes: inference
 costs exactly the plain segmentor, whatever method trained it), its input normalisation, the input
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from segproto.cli import load_or_exit
+from segproto.cli import add_debug_arg, load_or_exit, output_path, run_or_exit
 
 
 def load_exported(path: str | Path, device="cpu"):
@@ -39,24 +40,28 @@ def main(argv=None) -> int:
                    help="example input size used to trace the graph (height and width stay dynamic)")
     p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[],
                    metavar="KEY=VALUE", help="overrides of CONFIG")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT")
+    add_debug_arg(p)
     a = p.parse_args(argv)
     if len(a.paths) not in (2, 3):
         p.error("expected CKPT OUT or CONFIG CKPT OUT")
     *cfg_path, ckpt, out = a.paths
-    cfg = load_or_exit(cfg_path[0], a.cfg_options) if cfg_path else None
+    cfg = load_or_exit(cfg_path[0], a.cfg_options, a.debug) if cfg_path else None
     if a.cfg_options and cfg is None:
         p.error("--cfg-options needs CONFIG")
+    return run_or_exit(lambda: _export(a, cfg, ckpt, out), a.debug)
 
-    from segproto.deploy import ModelFileError, export_model, format_of, load_model
 
-    try:
-        fmt = format_of(out, a.format)
-        model = load_model(ckpt, "cpu", config=cfg)
-        path = export_model(model, out, fmt, example_size=a.size)
-        diff = parity(model, load_model(path, "cpu"), a.size)
-    except (FileNotFoundError, ModelFileError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _export(a: argparse.Namespace, cfg, ckpt: str, out: str) -> int:
+    from segproto.deploy import export_model, format_of, load_model
+
+    fmt = format_of(out, a.format)
+    if Path(out).expanduser().absolute() == Path(ckpt).expanduser().absolute():
+        raise ValueError(f"OUT {out} is the checkpoint itself; give another file name")
+    output_path(out, "OUT", a.force)
+    model = load_model(ckpt, "cpu", config=cfg)
+    path = export_model(model, out, fmt, example_size=a.size)
+    diff = parity(model, load_model(path, "cpu"), a.size)
     n = sum(t.numel() for t in model.deployable().net.parameters())
     print(f"exported {path} ({fmt}, {model.kind}, {model.num_classes} classes): {n} parameters (deployable model only)")
     print(f"parity: max |logit difference| {diff:.3g} against the checkpoint at {a.size[0] + 2}x{a.size[1] + 4}")

@@ -4,8 +4,10 @@ checkpoint or an export of any format; also ``CONFIG CKPT IMAGES...``).
 Per image, ``DIR/<name>_pred.png`` (class ids, palette PNG) and ``DIR/<name>_overlay.png`` (the
 image blended with the class colours). Neither a config nor the dataset is needed. A file that
 cannot be read is reported on one line and skipped; a summary follows, and the exit status is 1
-when any image failed. Two inputs never write the same output: names that collide (``x.jpg`` and
-``x.png``, or the same name in two folders) keep their extension, then a counter.
+when any image failed. Prediction and overlay files already in DIR are replaced only with
+``--force``; ``--debug`` shows the traceback of an error. Two inputs never write the same output:
+names that collide (``x.jpg`` and ``x.png``, or the same name in two folders) keep their extension,
+then a counter.
 HDMNet models segment the class shown by ``--support IMG MASK`` (given once per shot).
 """
 
@@ -19,7 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from segproto.cli import add_test_mode_args, load_or_exit, test_mode_or_exit
+from segproto.cli import (add_debug_arg, add_test_mode_args, load_or_exit, output_path, refuse_existing, run_or_exit,
+                          test_mode_or_exit)
 from segproto.deploy import default_palette  # noqa: F401  (re-exported)
 from segproto.visualize import colorize, overlay, save_label_png  # noqa: F401  (re-exported)
 
@@ -54,6 +57,8 @@ def main(argv=None) -> int:
                    help="HDMNet: a support image and its mask (non-zero = foreground); once per shot")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the class colours")
+    p.add_argument("--force", action="store_true", help="replace prediction and overlay files already in --out")
+    add_debug_arg(p)
     p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[],
                    metavar="KEY=VALUE", help="overrides of CONFIG (CONFIG CKPT IMAGES... form)")
     add_test_mode_args(p)
@@ -61,18 +66,21 @@ def main(argv=None) -> int:
     paths = list(a.paths)
     cfg = None
     if Path(paths[0]).suffix.lower() in _CONFIG_SUFFIXES:
-        cfg = load_or_exit(paths.pop(0), a.cfg_options)
+        cfg = load_or_exit(paths.pop(0), a.cfg_options, a.debug)
     if len(paths) < 2:
         p.error("expected MODEL IMAGES... (or CONFIG CKPT IMAGES...)")
     mode = test_mode_or_exit(a, cfg.test if cfg is not None else None)
+    return run_or_exit(lambda: _infer(a, paths, cfg, mode), a.debug)
 
-    from segproto.deploy import ModelFileError, inference, load_model, read_mask, to_rgb
 
-    try:
-        model = load_model(paths[0], a.device, config=cfg)
-    except (FileNotFoundError, ModelFileError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _infer(a: argparse.Namespace, paths: list[str], cfg, mode) -> int:
+    from segproto.deploy import inference, load_model, read_mask, to_rgb
+
+    images = paths[1:]
+    names = output_names(images)
+    out = output_path(a.out, "--out", folder=True)
+    refuse_existing([out / f"{n}_{kind}.png" for n in names for kind in ("pred", "overlay")], "--out", a.force)
+    model = load_model(paths[0], a.device, config=cfg)
     if model.kind == "hdmnet" and not a.support:
         print(f"error: {paths[0]} is a few-shot (HDMNet) model: give the class to segment with --support IMG MASK "
               f"(once per shot)", file=sys.stderr)
@@ -85,19 +93,15 @@ def main(argv=None) -> int:
     for img, mask in a.support:
         try:
             support.append((to_rgb(img), read_mask(mask)))
-        except (FileNotFoundError, ValueError, OSError) as exc:
-            print(f"error: --support: {exc}", file=sys.stderr)
-            return 1
-    images = paths[1:]
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"--support: {exc}") from exc
     palette = model.palette
     failed = 0
-    for path, name in zip(images, output_names(images)):
+    for path, name in zip(images, names):
         try:
             img = to_rgb(path)
             pred = inference(model, img, test_mode=mode, support=support or None)
-        except (FileNotFoundError, ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
             continue

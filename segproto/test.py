@@ -1,5 +1,6 @@
 """Evaluate a checkpoint: ``python -m segproto.test CONFIG CKPT [--out metrics.json] [--show-dir DIR]
-[--split val] [--mode slide --crop H W --stride H W] [--flip] [--scales R ...] [--cfg-options ...]``.
+[--split val] [--mode slide --crop H W --stride H W] [--flip] [--scales R ...] [--force] [--debug]
+[--cfg-options ...]``.
 
 The test-time mode is the config's ``test`` section; the flags that are given override it.
 
@@ -16,11 +17,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 
-from segproto.cli import add_config_args, add_test_mode_args, load_or_exit, test_mode_or_exit, trained_or_exit
+from segproto.cli import (add_config_args, add_debug_arg, add_test_mode_args, load_or_exit, output_path, run_or_exit,
+                          test_mode_or_exit)
 from segproto.visualize import write_confusion
 
 
@@ -32,22 +35,43 @@ def main(argv=None) -> int:
     p.add_argument("--confusion", help="write the confusion matrix JSON here (its heat map as .png beside it)")
     p.add_argument("--show-dir", help="write image | ground truth | prediction pictures here")
     p.add_argument("--split", help="dataset split (default: data.test_split)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out / --confusion file")
+    add_debug_arg(p)
     add_test_mode_args(p)
     a = p.parse_args(argv)
-    cfg = load_or_exit(a.config, a.cfg_options)
+    cfg = load_or_exit(a.config, a.cfg_options, a.debug)
     mode = test_mode_or_exit(a, cfg.test)
+    return run_or_exit(lambda: _test(a, cfg, mode), a.debug)
 
+
+def _outputs(a: argparse.Namespace) -> Optional[str]:
+    """Checks the output paths before anything runs; returns the confusion matrix path (if any)."""
+    cm_path = a.confusion or (str(Path(a.out).with_name(Path(a.out).stem + "_confusion.json")) if a.out else None)
+    if a.out:
+        output_path(a.out, "--out", a.force)
+    if cm_path:
+        output_path(cm_path, "--confusion" if a.confusion else "--out (its confusion matrix)", a.force)
+        output_path(Path(cm_path).with_suffix(".png"), "--confusion (its heat map)", a.force)
+    if a.show_dir:
+        output_path(a.show_dir, "--show-dir", folder=True)
+    return cm_path
+
+
+def _test(a: argparse.Namespace, cfg, mode) -> int:
     from segproto.engine.builder import eval_loader, level_target_fn
     from segproto.engine.evaluate import evaluate
+    from segproto.engine.loading import load_for_inference
     from segproto.engine.trainer import json_clean
     from segproto.evaluation import format_table
 
+    cm_path = _outputs(a)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     split = a.split or cfg.data.test_split
-    dataset, k, names, palette, method = trained_or_exit(cfg, a.checkpoint, split, device)
+    dataset, k, names, palette, method = load_for_inference(cfg, a.checkpoint, split, device)
     if getattr(dataset, "episodic", False):
         if not mode.plain:
-            print("error: --mode slide, --flip and --scales apply to segmentors, not to few-shot models", file=sys.stderr)
+            print("error: --mode slide, --flip and --scales apply to segmentors, not to few-shot models",
+                  file=sys.stderr)
             return 2
         return _test_fewshot(cfg, dataset, method, device, a.out, a.show_dir)
     from segproto.deploy import default_palette
@@ -65,9 +89,7 @@ def main(argv=None) -> int:
         metrics["test_mode"] = {"mode": mode.mode, "crop": mode.crop, "stride": mode.stride, "flip": mode.flip,
                                 "scales": list(mode.scales)}
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(json_clean(metrics), indent=2))
-    cm_path = a.confusion or (str(Path(a.out).with_name(Path(a.out).stem + "_confusion.json")) if a.out else None)
     if cm_path:
         write_confusion(confusion, names, cm_path, f"{Path(a.checkpoint).name}, split {split}")
         print(f"confusion matrix: {cm_path} and {Path(cm_path).with_suffix('.png')}")

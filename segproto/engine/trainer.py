@@ -27,6 +27,7 @@ from segproto.utils.log import echo
 
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
 from .evaluate import evaluate
+from .loading import describe, load_weights_checked
 from .fewshot import evaluate_fewshot, format_fewshot
 from .logger import ScalarWriter, log_line, memory_mb, save_plots
 from .optim import build_optimizer, build_scheduler
@@ -154,29 +155,12 @@ class Trainer:
             check_dataset(ds, f"{key} '{name}'", full=True)
 
     def _describe(self, cfg_dict: dict, classes: Optional[list]) -> str:
-        model = cfg_dict.get("model", {})
-        n = "?" if classes is None else len(classes)
-        return (f"method {cfg_dict.get('method', {}).get('name')!r}, {n} classes, "
-                f"{model.get('arch')}/{model.get('backbone')}")
+        return describe(cfg_dict, classes)
 
     def _load_weights(self, path: Path, state: dict, strict: bool) -> tuple[list, list]:
         """Loads ``state['model']``; a checkpoint of another method, class list or model is refused
         with one line saying what it was trained with and what this config has."""
-        meta = state.get("meta") or {}
-        old_cfg, old_classes = meta.get("config") or {}, meta.get("classes")
-        here = self._describe(config_to_dict(self.cfg), list(self.class_names))
-        there = self._describe(old_cfg, old_classes)
-        hint = "use a checkpoint of this config" if strict else "load_from needs the same model and classes"
-        differs = (old_classes is not None and list(old_classes) != list(self.class_names)) or (
-            strict and old_cfg.get("method", {}).get("name") not in (None, self.cfg.method.name))
-        if differs:
-            raise CheckpointError(f"{path}: trained with {there}; this config has {here}; {hint}")
-        try:
-            return self.method.load_state_dict(state["model"], strict=strict)
-        except RuntimeError as exc:
-            first = str(exc).split("\n\t")[1].strip() if "\n\t" in str(exc) else ""
-            raise CheckpointError(f"{path}: trained with {there}; this config has {here}; its weights do not fit "
-                                  f"({first[:160]}); {hint}") from None
+        return load_weights_checked(self.method, path, state, self.cfg, list(self.class_names), strict)
 
     def _resume(self, resume: Union[bool, str]) -> None:
         path = find_last_checkpoint(self.work_dir) if resume is True else Path(resume)

@@ -35,6 +35,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from segproto.cli import add_debug_arg, one_line
 from segproto.data.datasets.cityscapes import LABEL_IDS_SUFFIX, LAYOUT, MAX_LABEL_ID, TRAIN_IDS_SUFFIX, id_to_train_id_lut
 from segproto.data.pipeline.dataset import DatasetError, load_label
 from segproto.data.datasets.splits import PUBLISHED, make_cityscapes_splits
@@ -152,6 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--lists", choices=["seeded", *PUBLISHED], default="seeded",
                        help="labelled lists: 'seeded' (our nested draws, --seed) or a published source "
                             "shipped with segproto ('u2pl': U2PL's lists, used by PRCL) (default %(default)s)")
+    add_debug_arg(p)
     a = p.parse_args(args[1:])
     src = Path(a.src).expanduser()
     if not src.exists():
@@ -159,8 +161,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kwargs = {k: getattr(a, k) for k in ("seed", "num_workers", "lists") if k in params}
     try:
         written = conv.func(src, Path(a.dst).expanduser(), **kwargs)
-    except (FileNotFoundError, DatasetError, ValueError) as exc:
-        _fail(str(exc), 1)
+    except (OSError, DatasetError, ValueError) as exc:  # a missing or unwritable path, a layout or label error
+        if a.debug:
+            raise
+        _fail(one_line(exc), 1)
     print(f"{name}: wrote {written} file(s) under {Path(a.dst).expanduser()}")
     return 0
 

@@ -1,6 +1,6 @@
 """t-SNE picture of a checkpoint's pixel embeddings: ``python -m segproto.tools.embeddings CONFIG CKPT
 --out fig.png [--split val] [--num-images 50] [--per-class 200] [--level 0] [--perplexity 30] [--seed 0]
-[--device cpu] [--cfg-options ...]``.
+[--device cpu] [--force] [--debug] [--cfg-options ...]``.
 
 The full training method of the config is built and the checkpoint's ``model`` state loaded into
 it, so the checkpoint must be a training checkpoint (``iter_N.pth`` / ``best_mIoU_iter_N.pth``):
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segproto.cli import add_config_args, load_or_exit
+from segproto.cli import add_config_args, add_debug_arg, load_or_exit, output_path, run_or_exit
 
 __all__ = ["EmbeddingError", "Loaded", "load_training_method", "pixel_embeddings", "keep_per_class",
            "collect", "tsne", "draw", "main"]
@@ -68,6 +68,7 @@ def load_training_method(cfg: Any, ckpt: str | Path, split: str, device: Any = "
             checkpoint without the method's projection head or not matching the method.
     """
     from segproto.engine.builder import build_split, label_space
+    from segproto.engine.loading import load_weights_checked
     from segproto.utils.checkpoint import CheckpointError, read_state
     from segproto.methods import build_method
 
@@ -80,10 +81,11 @@ def load_training_method(cfg: Any, ckpt: str | Path, split: str, device: Any = "
         raise CheckpointError(f"{ckpt} is not a segproto training checkpoint (no 'model' entry)")
     weights = state["model"]
     dataset = build_split(cfg, split, train=False)
-    k, _, _ = label_space(dataset, cfg.data.level)
+    k, names, _ = label_space(dataset, cfg.data.level)
     method = build_method(cfg, k, dataset.taxonomy)
     has_proj = isinstance(getattr(method, "proj", None), nn.Module)
-    if has_proj:
+    old_method = ((state.get("meta") or {}).get("config") or {}).get("method", {}).get("name")
+    if has_proj and old_method in (None, cfg.method.name):  # another method: named by the check below
         missing = [key for key in method.state_dict() if key.startswith("proj.") and key not in weights]
         if missing:
             shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
@@ -91,10 +93,7 @@ def load_training_method(cfg: Any, ckpt: str | Path, split: str, device: Any = "
                 f"{ckpt} has no projection-head weights ({shown}) "
                 f"for method {cfg.method.name!r}: give a training checkpoint of a {cfg.method.name!r} run with "
                 "this config")
-    try:
-        method.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{ckpt} does not match method {cfg.method.name!r} of the config: {exc}") from exc
+    load_weights_checked(method, ckpt, state, cfg, names)  # another method, class list or model: one line
     return Loaded(dataset, method.to(device).eval(), _iteration(state, ckpt), "proj" if has_proj else "feats")
 
 
@@ -247,6 +246,8 @@ def _parse(argv) -> argparse.Namespace:
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity, < number of points (30)")
     p.add_argument("--seed", type=int, default=0, help="pixel sampling and t-SNE seed (0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out picture and its .json")
+    add_debug_arg(p)
     a = p.parse_args(argv)
     out = Path(a.out)
     if out.suffix.lower() != ".png":
@@ -319,13 +320,15 @@ def _record(a: argparse.Namespace, cfg: Any, loaded: Loaded, sample, split: str,
 
 def main(argv=None) -> int:
     a = _parse(argv)
-    out = Path(a.out)
-    cfg = load_or_exit(a.config, a.cfg_options)
+    cfg = load_or_exit(a.config, a.cfg_options, a.debug)
+    return run_or_exit(lambda: _picture(a, cfg), a.debug)
+
+
+def _picture(a: argparse.Namespace, cfg: Any) -> int:
+    out = output_path(a.out, "--out", a.force)
+    output_path(out.with_suffix(".json"), "--out (its .json)", a.force)
     split = a.split or cfg.data.val_split
-    try:
-        loaded = load_training_method(cfg, a.checkpoint, split, a.device)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:  # CheckpointError, DatasetError, ...
-        _fail(str(exc), 1)
+    loaded = load_training_method(cfg, a.checkpoint, split, a.device)  # CheckpointError, DatasetError: exit 1
     dataset = loaded.dataset
     col = _colouring(dataset, a.level, cfg.data.ignore_index)
 
@@ -357,7 +360,6 @@ def main(argv=None) -> int:
     title = (f"{Path(a.config).stem} ({cfg.method.name})  |  iter {it}  |  {n} points\n"
              f"{source} (D={sample.emb.shape[1]}), split {split}, {sample.num_images} images, "
              f"colour: {col.level_name or 'class'}{marker}, perplexity {a.perplexity:g}, seed {a.seed}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     draw(out, xy, labels, col.names, colors, title, col.parent, col.coarse_names)
     json_path = out.with_suffix(".json")
     json_path.write_text(json.dumps(_record(a, cfg, loaded, sample, split, col, colors, xy, labels)))
