@@ -44,8 +44,6 @@ CASES = {
     "infer/missing_model": (I + ["{A}/none.pth", "{IMG}", "--out", "{NEW}"], 1, "model not found: {A}/none.pth"),
     "infer/garbage_model": (I + ["{A}/garbage.pth", "{IMG}", "--out", "{NEW}"], 1, "{A}/garbage.pth"),
     "infer/malformed_yaml": (I + ["{A}/malformed.yaml", "{CK}", "{IMG}", "--out", "{NEW}"], 2, "invalid YAML"),
-    "infer/config_of_other_classes": (I + ["{CFG}", "{COARSE}", "{IMG}", "--out", "{NEW}"], 1,
-                                      "{COARSE}: trained with method 'ce', 7 classes"),
     "infer/config_of_other_method": (I + ["{CFG}", "{PICO}", "{IMG}", "--out", "{NEW}"], 1,
                                      "{PICO}: trained with method 'pico'"),
     "infer/missing_image": (I + ["{CK}", "{A}/none.png", "--out", "{NEW}"], 1, "image not found: {A}/none.png"),
@@ -56,7 +54,7 @@ CASES = {
     "export/truncated_checkpoint": (E + ["{A}/cut.pth", "{NEW}/m.pth"], 1, "cannot read checkpoint {A}/cut.pth"),
     "export/unknown_key": (E + ["{CFG}", "{CK}", "{NEW}/m.pth", "--cfg-options", "model.chanels=8"], 2,
                            "unknown key 'model.chanels'"),
-    "export/config_of_other_classes": (E + ["{CFG}", "{COARSE}", "{NEW}/m.pth"], 1, "{COARSE}: trained with"),
+    "export/config_of_other_method": (E + ["{CFG}", "{PICO}", "{NEW}/m.pth"], 1, "{PICO}: trained with method 'pico'"),
     "export/out_under_a_file": (E + ["{CK}", "{CFG}/m.pth"], 1, "OUT {CFG}/m.pth: cannot create the folder"),
     "export/out_exists": (E + ["{CK}", "{A}/taken.json"], 1, "OUT {A}/taken.json: the file exists; add --force"),
     "export/out_is_the_checkpoint": (E + ["{CK}", "{CK}", "--force"], 1, "OUT {CK} is the checkpoint itself"),
@@ -82,7 +80,7 @@ CASES = {
     "sweep/missing_dataset_root": (_sweep("{CFG}", *NO_ROOT), 2, "{A}/no_root"),
     "sweep/work_dir_under_a_file": (_sweep("{CFG}", wd="{CFG}/sweep"), 2, "--work-dir {CFG}/sweep: cannot create"),
 }
-FAST = {"test/other_method", "test/out_exists", "infer/config_of_other_classes",
+FAST = {"test/other_method", "test/out_exists", "infer/config_of_other_method",
         "embeddings/other_classes", "convert/unwritable_destination", "sweep/malformed_yaml"}
 
 

@@ -120,18 +120,17 @@ def model_meta(cfg: Any, classes: Sequence[str], palette=None, iteration: Option
 
 
 def _check_config_fits(meta_in: dict, path: Path, cfg: Any) -> None:
-    """A checkpoint rebuilt with a given config must come from a run of the same method and
-    class list (what it holds of them); else one line says what it was trained with."""
+    """A checkpoint rebuilt with a given config must come from a run of the same method; else one
+    line says what it was trained with. (The class list is the checkpoint's: a config alone does
+    not always know its classes without the dataset.)"""
     from segproto.config import config_to_dict
     from segproto.engine.loading import describe
 
     old_cfg, old_classes = meta_in.get("config") or {}, meta_in.get("classes")
-    old_method = old_cfg.get("method", {}).get("name")
-    names = None if getattr(_method_class(cfg.method.name), "episodic", False) else config_label_space(cfg)[0]
-    if old_method not in (None, cfg.method.name) or (old_classes and names and list(old_classes) != list(names)):
-        there = describe(old_cfg, old_classes) if old_cfg else f"{len(old_classes)} classes"
-        raise ModelFileError(f"{path}: trained with {there}; this config has {describe(config_to_dict(cfg), names)}; "
-                             f"use the config of that run, or give the checkpoint alone (it holds its config)")
+    if old_cfg.get("method", {}).get("name") not in (None, cfg.method.name):
+        raise ModelFileError(f"{path}: trained with {describe(old_cfg, old_classes)}; this config has "
+                             f"{describe(config_to_dict(cfg), None)}; use the config of that run, or give the "
+                             f"checkpoint alone (it holds its config)")
 
 
 def _from_training_checkpoint(state: dict, path: Path, cfg: Any = None) -> SegModel:

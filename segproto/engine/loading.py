@@ -32,10 +32,12 @@ def describe(cfg_dict: dict, classes: Optional[list]) -> str:
 
 
 def load_weights_checked(method: torch.nn.Module, path: str | Path, state: dict, cfg: Any, classes: Optional[list],
-                         strict: bool = True, weights: Optional[dict] = None) -> tuple[list, list]:
+                         strict: bool = True, weights: Optional[dict] = None,
+                         by_count: bool = False) -> tuple[list, list]:
     """Loads ``weights`` (default ``state['model']``) into ``method``; a checkpoint of another
     method (``strict``), class list or model is refused with one line saying what it was trained
-    with and what ``cfg`` has.
+    with and what ``cfg`` has. ``by_count`` compares the number of classes only (inference: the
+    names may come from another source than the training run's).
 
     Raises:
         CheckpointError: ``{path}: trained with ...; this config has ...; ...``.
@@ -45,7 +47,8 @@ def load_weights_checked(method: torch.nn.Module, path: str | Path, state: dict,
     here = describe(config_to_dict(cfg), None if classes is None else list(classes))
     there = describe(old_cfg, old_classes) if old_cfg else f"{'?' if old_classes is None else len(old_classes)} classes"
     hint = "use a checkpoint of this config" if strict else "load_from needs the same model and classes"
-    differs = (old_classes is not None and classes is not None and list(old_classes) != list(classes)) or (
+    same = (lambda x, y: len(x) == len(y)) if by_count else (lambda x, y: list(x) == list(y))
+    differs = (old_classes is not None and classes is not None and not same(old_classes, classes)) or (
         strict and old_cfg.get("method", {}).get("name") not in (None, cfg.method.name))
     if differs:
         raise CheckpointError(f"{path}: trained with {there}; this config has {here}; {hint}")
@@ -73,9 +76,10 @@ def load_trained(cfg: Any, ckpt: str | Path, num_classes: int, taxonomy=None, de
     method = build_method(without_weight_files(cfg), num_classes, taxonomy)
     if isinstance(state, dict) and "segmentor" in state:  # an exported model
         target = method.segmentor if hasattr(method, "segmentor") else method.deployable()
-        load_weights_checked(target, ckpt, {"classes": state.get("classes")}, cfg, classes, weights=state["segmentor"])
+        load_weights_checked(target, ckpt, {"classes": state.get("classes")}, cfg, classes, weights=state["segmentor"],
+                             by_count=True)
     elif isinstance(state, dict) and "model" in state:  # a training checkpoint
-        load_weights_checked(method, ckpt, state, cfg, classes)
+        load_weights_checked(method, ckpt, state, cfg, classes, by_count=True)
     else:
         raise CheckpointError(f"{ckpt} is neither a segproto checkpoint nor an exported model")
     return method.to(device).eval()

@@ -93,7 +93,7 @@ def load_training_method(cfg: Any, ckpt: str | Path, split: str, device: Any = "
                 f"{ckpt} has no projection-head weights ({shown}) "
                 f"for method {cfg.method.name!r}: give a training checkpoint of a {cfg.method.name!r} run with "
                 "this config")
-    load_weights_checked(method, ckpt, state, cfg, names)  # another method, class list or model: one line
+    load_weights_checked(method, ckpt, state, cfg, names, by_count=True)  # another method, class count: one line
     return Loaded(dataset, method.to(device).eval(), _iteration(state, ckpt), "proj" if has_proj else "feats")
 
 
@@ -321,7 +321,10 @@ def _record(a: argparse.Namespace, cfg: Any, loaded: Loaded, sample, split: str,
 def main(argv=None) -> int:
     a = _parse(argv)
     cfg = load_or_exit(a.config, a.cfg_options, a.debug)
-    return run_or_exit(lambda: _picture(a, cfg), a.debug)
+    code = run_or_exit(lambda: _picture(a, cfg), a.debug)
+    if code:
+        sys.exit(code)  # as every other error of this tool (see _fail)
+    return 0
 
 
 def _picture(a: argparse.Namespace, cfg: Any) -> int:
