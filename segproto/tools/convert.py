@@ -18,8 +18,11 @@ Mapillary Vistas v2.0 needs no conversion (its label PNGs hold class ids and are
 are); PASCAL-Part-108 label PNGs are made from the raw PASCAL-Part ``.mat`` files by
 ``pascal_part108``. A ``-`` in a name is read as ``_`` (``cityscapes-splits``).
 
-Exit status: 0 done; 2 for an unknown dataset or a bad argument; 1 for a missing SRC, a layout or
-label error (messages name the path).
+An output file that already exists with the same content is left as it is (a rerun is a no-op); one
+with other content is refused, naming it, unless ``--force``.
+
+Exit status: 0 done; 2 for an unknown dataset or a bad argument; 1 for a missing SRC, an output that
+exists with other content, a layout or label error (messages name the path).
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from segproto.cli import add_debug_arg, one_line
 from segproto.data.datasets.cityscapes import LABEL_IDS_SUFFIX, LAYOUT, MAX_LABEL_ID, TRAIN_IDS_SUFFIX, id_to_train_id_lut
 from segproto.data.pipeline.dataset import DatasetError, load_label
+from segproto.data.datasets.convert_common import allow_replace, save_index_png
 from segproto.data.datasets.splits import PUBLISHED, make_cityscapes_splits
 
 __all__ = ["Converter", "convert_cityscapes", "cityscapes_splits", "converters", "main"]
@@ -87,8 +90,7 @@ def convert_cityscapes(src: str | Path, dst: str | Path, subsets: Sequence[str] 
                                f"(0..{MAX_LABEL_ID}; {int(bad.sum())} pixels): unexpected label encoding "
                                "(a colour or instance PNG?)")
         out = dst / path.relative_to(src).parent / (path.name[:-len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(lut[ids], "L").save(out)
+        save_index_png(lut[ids], out)
     return len(files)
 
 
@@ -153,18 +155,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.add_argument("--lists", choices=["seeded", *PUBLISHED], default="seeded",
                        help="labelled lists: 'seeded' (our nested draws, --seed) or a published source "
                             "shipped with segproto ('u2pl': U2PL's lists, used by PRCL) (default %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="replace output files that exist with other content (default: refuse, naming the file)")
     add_debug_arg(p)
     a = p.parse_args(args[1:])
     src = Path(a.src).expanduser()
     if not src.exists():
         _fail(f"SRC not found: {src}", 1)
     kwargs = {k: getattr(a, k) for k in ("seed", "num_workers", "lists") if k in params}
+    allow_replace(a.force)  # the command replaces files with other content only when asked
     try:
         written = conv.func(src, Path(a.dst).expanduser(), **kwargs)
     except (OSError, DatasetError, ValueError) as exc:  # a missing or unwritable path, a layout or label error
         if a.debug:
             raise
         _fail(one_line(exc), 1)
+    finally:
+        allow_replace(True)
     print(f"{name}: wrote {written} file(s) under {Path(a.dst).expanduser()}")
     return 0
 

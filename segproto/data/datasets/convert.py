@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from .convert_common import checked_labels, run_jobs, save_index_png
+from .convert_common import checked_labels, link_to, run_jobs, save_index_png
 from .convert_voc import VOC_SEMI_SIZES, convert_pascal_context, convert_voc_aug, make_voc_splits, pascal_context_lut
 from ..pipeline.dataset import DatasetError, load_label
 from .standard import COCO_IDS_ENCODING
@@ -172,9 +172,8 @@ def convert_coco20i(src: str | Path, dst: str | Path, num_workers: int = 0) -> i
         jobs = [images[k] for k in sorted(images)]
         written += run_jobs(partial(_coco20i_one, out_dir=dst / "ann_dir" / subset), jobs, num_workers)
         img_src, img_dst = src / subset, dst / "img_dir" / subset
-        if img_src.is_dir() and not img_dst.exists():
-            img_dst.parent.mkdir(parents=True, exist_ok=True)
-            img_dst.symlink_to(img_src.resolve(), target_is_directory=True)
+        if img_src.is_dir():
+            link_to(img_dst, img_src, directory=True)
     return written
 
 

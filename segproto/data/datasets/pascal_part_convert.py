@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .convert_common import need_scipy, run_jobs
+from .convert_common import link_to, need_scipy, run_jobs, save_index_png
 from ..pipeline.dataset import DatasetError, read_split
 from .pascal_part import PASCAL_PART108_CLASSES
 
@@ -162,12 +162,8 @@ def _part108_one(job: tuple[Path, Path, Path, Path]) -> None:
     mat, jpg, png, link = job
     with Image.open(jpg) as im:
         w, h = im.size
-    png.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_part108_label(mat, (h, w)), "L").save(png)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(jpg.resolve())
+    save_index_png(_part108_label(mat, (h, w)), png)
+    link_to(link, jpg)
 
 
 def convert_pascal_part108(src: str | Path, dst: str | Path, num_workers: int = 0) -> int:

@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from .cityscapes import IMG_SUFFIX, LAYOUT
+from .convert_common import write_list
 
 __all__ = ["FRACTIONS", "PUBLISHED", "published_labelled", "published_splits", "nested_splits", "write_splits",
            "cityscapes_train_names", "make_cityscapes_splits"]
@@ -146,7 +147,7 @@ def write_splits(splits: dict[int, tuple[list[str], list[str]]], out_dir: str | 
         for kind, names in (("labeled", lab), ("unlabeled", unl)):
             path = out / f"{prefix}_{kind}_1-{k}.txt"
             head = f"# {header} 1/{k} {kind}: {len(names)} of {total}\n" if header else ""
-            path.write_text(head + "".join(f"{n}\n" for n in names))
+            write_list(path, names, head)
             written.append(path)
     return written
 
