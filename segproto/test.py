@@ -22,8 +22,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from segproto.cli import (add_config_args, add_debug_arg, add_test_mode_args, load_or_exit, output_path, run_or_exit,
-                          test_mode_or_exit)
+from segproto.cli import (add_config_args, add_debug_arg, add_test_mode_args, load_or_exit, output_path,
+                          refuse_existing, run_or_exit, test_mode_or_exit)
 from segproto.visualize import write_confusion
 
 
@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--confusion", help="write the confusion matrix JSON here (its heat map as .png beside it)")
     p.add_argument("--show-dir", help="write image | ground truth | prediction pictures here")
     p.add_argument("--split", help="dataset split (default: data.test_split)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out / --confusion file")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out / --confusion file or --show-dir pictures")
     add_debug_arg(p)
     add_test_mode_args(p)
     a = p.parse_args(argv)
@@ -68,6 +69,8 @@ def _test(a: argparse.Namespace, cfg, mode) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     split = a.split or cfg.data.test_split
     dataset, k, names, palette, method = load_for_inference(cfg, a.checkpoint, split, device)
+    if a.show_dir:
+        _refuse_old_pictures(Path(a.show_dir), dataset, a.force)
     if getattr(dataset, "episodic", False):
         if not mode.plain:
             print("error: --mode slide, --flip and --scales apply to segmentors, not to few-shot models",
@@ -94,6 +97,15 @@ def _test(a: argparse.Namespace, cfg, mode) -> int:
         write_confusion(confusion, names, cm_path, f"{Path(a.checkpoint).name}, split {split}")
         print(f"confusion matrix: {cm_path} and {Path(cm_path).with_suffix('.png')}")
     return 0
+
+
+def _refuse_old_pictures(show_dir: Path, dataset, force: bool) -> None:
+    """The pictures this evaluation would write over (one per image, or ``episode_*``) need ``--force``."""
+    if getattr(dataset, "episodic", False):
+        there = sorted(show_dir.glob("episode_*.png"))
+    else:
+        there = [show_dir / f"{n}.png" for n in getattr(dataset, "names", [])]
+    refuse_existing(there, "--show-dir", force)
 
 
 def _show_segmentation(show_dir, cfg, names, palette):
