@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from segproto.cli import load_or_exit
+from segproto.cli import add_debug_arg, load_or_exit, output_path, run_or_exit
 
 __all__ = ["count_flops", "measure", "main"]
 
@@ -105,23 +105,27 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=20, help="timed forwards")
     p.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
     p.add_argument("--json", help="also write the numbers here")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.add_argument("--cfg-options", "--opts", dest="cfg_options", nargs="+", action="extend", default=[],
                    metavar="KEY=VALUE", help="overrides of a config")
+    add_debug_arg(p)
     a = p.parse_args(argv)
     if a.batch < 1 or a.iters < 1 or a.warmup < 0 or min(a.size) < 1:
         p.error("--batch, --iters and --size must be positive, --warmup >= 0")
+    return run_or_exit(lambda: _run(a), a.debug)
 
-    from segproto.deploy import ModelFileError, load_model
 
-    try:
-        if Path(a.model).suffix.lower() in (".yaml", ".yml"):
-            model = _from_config(load_or_exit(a.model, a.cfg_options), torch.device(a.device))
-        else:
-            model = load_model(a.model, a.device)
-        res = measure(model, a.size, a.batch, a.iters, a.warmup)
-    except (FileNotFoundError, ModelFileError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _run(a: argparse.Namespace) -> int:
+    """Loads the model, measures it, prints (and writes ``--json``); bad inputs raise."""
+    from segproto.deploy import load_model
+
+    if a.json:
+        output_path(a.json, "--json", a.force)  # checked before the timing, not after it
+    if Path(a.model).suffix.lower() in (".yaml", ".yml"):
+        model = _from_config(load_or_exit(a.model, a.cfg_options), torch.device(a.device))
+    else:
+        model = load_model(a.model, a.device)
+    res = measure(model, a.size, a.batch, a.iters, a.warmup)
     flops = "n/a (not countable in this format)" if res["flops"] is None else f"{res['flops'] / 1e9:.3f} GFLOPs"
     print(f"{a.model} ({res['kind']}, {res['format']}, {res['classes']} classes)")
     print("params: n/a (ONNX session)" if res["params"] is None else f"params: {res['params'] / 1e6:.3f} M ({res['params']})")
@@ -129,7 +133,6 @@ def main(argv=None) -> int:
     print(f"images/s: {res['images_per_second']:.2f} (batch {a.batch}, {a.iters} timed forwards after {a.warmup}, "
           f"{res['device']}, {res['threads']} threads)")
     if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps({"model": a.model, **res}, indent=2))
     return 0
 

@@ -164,6 +164,11 @@ def read_state(path: str | Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, ...
         why = " ".join(str(exc).split()) or type(exc).__name__
+        if why.startswith("Weights only load failed"):  # torch's advice to unpickle unsafely does not apply
+            detail = why.partition("from a trusted source.")[2].partition(" Check the documentation")[0]
+            detail = detail.rpartition("WeightsUnpickler error:")[2].strip()
+            why = "not a file of tensors that loads without running pickled code" + (f" ({detail[:150]})"
+                                                                                     if detail else "")
         raise CheckpointError(f"cannot read checkpoint {path}: {why[:300]}") from exc
 
 
