@@ -25,11 +25,11 @@ def load_or_exit(path: str, overrides: Sequence[str], debug: bool = False):
     except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         if debug:
             raise
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
 
-def _message(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """One line: the first line of the message (a KeyError's without the quotes ``str`` adds),
     with the file name of an OS error whose text does not hold it."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
@@ -37,11 +37,6 @@ def _message(exc: BaseException) -> str:
         text = f"{exc.filename}: {text}"
     lines = str(text).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
-
-
-def one_line(exc: BaseException) -> str:
-    """The one-line message of an error (see :func:`load_or_exit`)."""
-    return _message(exc)
 
 
 #: What a bad input raises below an entry point (configs, data, checkpoints, paths, non-finite
@@ -58,7 +53,7 @@ def run_or_exit(fn: Callable[[], Any], debug: bool = False) -> int:
     except INPUT_ERRORS as exc:
         if debug:
             raise
-        print(f"error: {_message(exc)} (--debug shows the traceback)", file=sys.stderr)
+        print(f"error: {one_line(exc)} (--debug shows the traceback)", file=sys.stderr)
         return 1
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 

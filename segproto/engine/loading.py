@@ -8,11 +8,11 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
+from segproto.config import config_to_dict
 from segproto.methods import build_method
+from segproto.utils.checkpoint import CheckpointError, read_state
 
 from .builder import build_split, label_space
-from segproto.config import config_to_dict
-from segproto.utils.checkpoint import CheckpointError, read_state
 
 
 def without_weight_files(cfg: Any) -> Any:

@@ -118,7 +118,7 @@ class Trainer:
             remove_stale_temps(self.work_dir)
             save_config(cfg, self.work_dir / "config.yaml")
             self.log.start(self.work_dir / LOG_NAME, append=bool(resume))
-            echo(f"segproto {segproto.__version__}: {self._describe(config_to_dict(cfg), list(self.class_names))}, "
+            echo(f"segproto {segproto.__version__}: {describe(config_to_dict(cfg), list(self.class_names))}, "
                  f"train.iters {cfg.train.iters} (from {self.start_iter}), batch {cfg.data.batch_size} x "
                  f"{self.world} process(es) on {self.device}; work dir {self.work_dir}")
         sdist.barrier()
@@ -153,9 +153,6 @@ class Trainer:
             splits.append(("data.unlabeled_split", cfg.unlabeled_split, self.unlabeled_set))
         for key, name, ds in splits:
             check_dataset(ds, f"{key} '{name}'", full=True)
-
-    def _describe(self, cfg_dict: dict, classes: Optional[list]) -> str:
-        return describe(cfg_dict, classes)
 
     def _load_weights(self, path: Path, state: dict, strict: bool) -> tuple[list, list]:
         """Loads ``state['model']``; a checkpoint of another method, class list or model is refused

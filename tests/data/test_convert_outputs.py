@@ -74,3 +74,18 @@ def test_the_command_leaves_the_python_api_replacing(tmp_path, capsys):
     path = next(out.rglob("*_labelTrainIds.png"))
     convert_common.write_file(path, b"replaced by an API call")
     assert path.read_bytes() == b"replaced by an API call"
+
+
+def test_coco20i_keeps_a_real_image_folder_at_img_dir(tmp_path):
+    """A real folder of images where the converter would link them is the user's copy: kept."""
+    from tests.data.test_coco20i_convert import H, W, image, write_coco
+
+    src, dst = tmp_path / "coco", tmp_path / "coco20i"
+    write_coco(src, "train2014", [image(1)], [])
+    (src / "train2014").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(src / "train2014" / "COCO_train2014_000000000001.jpg")
+    own = dst / "img_dir" / "train2014"
+    own.mkdir(parents=True)
+    (own / "mine.jpg").write_bytes(b"user's image")
+    assert convert_main(["coco20i", str(src), str(dst)]) == 0
+    assert not own.is_symlink() and (own / "mine.jpg").read_bytes() == b"user's image"

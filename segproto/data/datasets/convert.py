@@ -172,7 +172,7 @@ def convert_coco20i(src: str | Path, dst: str | Path, num_workers: int = 0) -> i
         jobs = [images[k] for k in sorted(images)]
         written += run_jobs(partial(_coco20i_one, out_dir=dst / "ann_dir" / subset), jobs, num_workers)
         img_src, img_dst = src / subset, dst / "img_dir" / subset
-        if img_src.is_dir():
+        if img_src.is_dir() and not (img_dst.is_dir() and not img_dst.is_symlink()):  # a real folder: the images
             link_to(img_dst, img_src, directory=True)
     return written
 
