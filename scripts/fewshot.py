@@ -3,7 +3,7 @@ the correlation distillation, each tested at 1 and 5 shots, the untrained prior-
 table.
 
     python scripts/fewshot.py [--regime quickstart|pretrained128] [--folds 0 1 2 3] [--seeds 0 1 2]
-                              [--variants distill no_distill] [--jobs 2]
+                              [--variants distill no_distill] [--jobs 2] [--threads 1]
 
 Regimes: ``quickstart`` (64 px, ResNet-18 from scratch, ``configs/hdmnet/``) and ``pretrained128``
 (128 px, ImageNet EfficientNet-Lite0, ``configs/pretrained128/hdmnet*.yaml``). Per fold ``f``:
@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,11 +70,46 @@ def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
         subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
+    """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists: an interrupted run
+    continues from its last checkpoint, one stopped before its first checkpoint starts again. A fresh
+    start writes the commit and thread count beside the run; ``wall_s.txt`` is the last segment's time."""
+    if (wd / "metrics.json").is_file():
+        return
+    resume = (wd / "last_checkpoint").is_file()
+    cmd = [sys.executable, "-m", "segproto.train", config, "--work-dir", str(wd)]
+    if resume:
+        cmd.append("--resume")
+    elif (wd / "scalars.jsonl").is_file():
+        cmd.append("--force")
+    if not resume:
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "commit.txt").write_text(_commit() + "\n")
+        (wd / "threads.txt").write_text(f"{threads}\n")
+    start = time.time()
+    _run([*cmd, "--cfg-options", *overrides, "train.progress_bar=false"], wd.parent / f"{wd.name}.log", threads,
+         append=resume)
+    (wd / "wall_s.txt").write_text(f"{time.time() - start:.1f}\n")
+
+
+RUN_INFO = ["commit.txt", "threads.txt", "wall_s.txt"]
+
+
 def _keep(wd: Path, names: list[str]) -> None:
     """Copy the small result files of the finished run ``wd`` to ``RESULTS/<run>/``."""
     dst = RESULTS / wd.name
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:
+        if name in RUN_INFO and not (wd / name).is_file():  # runs trained before these files existed
+            continue
         shutil.copyfile(wd / name, dst / name)
 
 
@@ -81,10 +117,9 @@ def base_run(fold: int, threads: int) -> Path:
     """Stage one of ``fold`` (skipped when its metrics.json exists)."""
     wd = OUT / f"base_fold{fold}"
     if not (wd / "metrics.json").is_file():
-        _run([sys.executable, "-m", "segproto.train", BASE_CFG, "--work-dir", str(wd), "--cfg-options",
-              f"fewshot.fold={fold}", "train.progress_bar=false"], wd.parent / f"base_fold{fold}.log", threads)
+        _train(BASE_CFG, wd, [f"fewshot.fold={fold}"], threads)
         print(f"done base_fold{fold}", flush=True)
-    _keep(wd, ["metrics.json"])
+    _keep(wd, ["metrics.json", *RUN_INFO])
     return wd
 
 
@@ -135,18 +170,14 @@ def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
     """HDMNet training of one (variant, fold, seed), then its 1- and 5-shot tests."""
     wd = OUT / f"{variant}_fold{fold}_s{seed}"
     common = [*_stage_one(fold), *VARIANTS[variant]]
-    if not (wd / "metrics.json").is_file():
-        resume = (wd / "last_checkpoint").is_file()  # an interrupted run continues from its last checkpoint
-        _run([sys.executable, "-m", "segproto.train", CFG, "--work-dir", str(wd), *(["--resume"] if resume else []),
-              "--cfg-options", *common, f"seed={seed}", "train.progress_bar=false"],
-             wd.parent / f"{wd.name}.log", threads, append=resume)
+    _train(CFG, wd, [*common, f"seed={seed}"], threads)
     ckpt = _last_checkpoint(wd)
     for k in SHOTS:
         out = wd / f"test_{k}shot.json"
         if not out.is_file():
             _run([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
                   f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
-    _keep(wd, ["metrics.json", *(f"test_{k}shot.json" for k in SHOTS)])
+    _keep(wd, ["metrics.json", *(f"test_{k}shot.json" for k in SHOTS), *RUN_INFO])
     r = {k: json.loads((wd / f"test_{k}shot.json").read_text()) for k in SHOTS}
     print(f"done {wd.name}: " + "  ".join(f"{k}-shot mIoU {r[k]['mIoU']:.2f} FB-IoU {r[k]['FB-IoU']:.2f}"
                                            for k in SHOTS), flush=True)
@@ -227,9 +258,12 @@ def write_study() -> Path:
             for k, t in tests.items():
                 res = json.loads(t.read_text())
                 metrics.update({f"mIoU_{k}shot": res["mIoU"], f"FB-IoU_{k}shot": res["FB-IoU"]})
+            info = {f[:-4]: (wd / f).read_text().strip() for f in RUN_INFO if (wd / f).is_file()}
             runs.append({"variant": variant, "fold": int(fold), "seed": int(seed) if seed else None,
                          "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
-                         "metrics": metrics})
+                         "threads": int(info["threads"]) if "threads" in info else None,
+                         "wall_s": float(info["wall_s"]) if "wall_s" in info else None,
+                         "commit": info.get("commit"), "metrics": metrics})
     STUDIES.mkdir(parents=True, exist_ok=True)
     path = STUDIES / f"{REGIME}_hdmnet.json"
     path.write_text(json.dumps({"study": "hdmnet", "regime": REGIME, "runs": runs}, indent=1) + "\n")
@@ -243,10 +277,14 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--jobs", type=int, default=1, help="runs at once (threads per run = cores // jobs)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once")
+    p.add_argument("--threads", type=int, default=None,
+                   help="OMP_NUM_THREADS of each run (default: cores // jobs); 1 beside another job")
     a = p.parse_args(argv)
+    if a.jobs < 1 or (a.threads is not None and a.threads < 1):
+        p.error(f"--jobs and --threads must be >= 1, got --jobs {a.jobs} --threads {a.threads}")
     set_regime(a.regime)
-    threads = max(1, (os.cpu_count() or 1) // a.jobs)
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
     with ThreadPoolExecutor(a.jobs) as pool:
         list(pool.map(lambda f: base_run(f, threads), a.folds))
         if not a.no_prior:
