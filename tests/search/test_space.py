@@ -95,11 +95,13 @@ def test_values_the_schema_rejects_fail_before_a_trial(write_space):
 
 @pytest.mark.parametrize("space, config", [("pico", "configs/pico/quickstart.yaml"),
                                            ("hiposeg", "configs/hiposeg/quickstart.yaml"),
-                                           ("prcl", "configs/prcl/quickstart.yaml")])
+                                           ("prcl", "configs/prcl/quickstart.yaml"),
+                                           ("pretrained128_pico", "configs/pretrained128/pico.yaml")])
 def test_shipped_spaces_are_valid(space, config):
     loaded = load_space(REPO / f"search/spaces/{space}.yaml")
     loaded.check_against(config_to_dict(load_config(REPO / config)))
-    sections = {"pico": ("loss.contrast.",), "hiposeg": ("loss.hiposeg.",), "prcl": ("loss.prcl.", "semi.")}[space]
+    sections = {"pico": ("loss.contrast.",), "hiposeg": ("loss.hiposeg.",), "prcl": ("loss.prcl.", "semi."),
+                "pretrained128_pico": ("loss.contrast.",)}[space]
     assert all(k.startswith(sections) for k in loaded.keys)
 
 
