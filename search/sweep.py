@@ -28,6 +28,7 @@ from segproto.cli import add_config_args, one_line
 from segproto.config import (ConfigError, config_from_dict, config_to_dict, get_by_dotted, load_config,
                              set_by_dotted)
 from segproto.config.yaml_io import dump_yaml, read_yaml
+from segproto.models.backbones import PRETRAINED_KEYWORDS
 
 #: Config keys holding paths relative to the launch directory (trials run in their own directory).
 PATH_KEYS = ("data.root", "model.pretrained", "train.load_from")
@@ -87,7 +88,7 @@ def absolute_paths(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(cfg_dict))
     for key in PATH_KEYS:
         value = get_by_dotted(out, key)
-        if value is not None and not (key == "model.pretrained" and value == "cache"):
+        if value is not None and not (key == "model.pretrained" and value in PRETRAINED_KEYWORDS):
             set_by_dotted(out, key, str(Path(value).expanduser().absolute()))
     return out
 

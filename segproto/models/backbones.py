@@ -51,6 +51,10 @@ class Backbone(nn.Module):
         return self.strides[-1]
 
 
+# ``model.pretrained`` values that name a source, not a file (any other string is a path).
+PRETRAINED_KEYWORDS = ("cache", "download", "pip")
+
+
 def _resolve_pretrained(
     pretrained: Pretrained, cache_lookup: Callable[[], str], download: Callable[[], str]
 ) -> Optional[str]:

@@ -16,6 +16,11 @@ def test_paths_are_made_absolute_and_trials_checkpoint_at_each_evaluation(write_
     out = absolute_paths(base)
     assert out["data"]["root"] == str(tmp_path / "data/x") and out["train"]["load_from"] == str(tmp_path / "w/a.pth")
     assert out["model"]["pretrained"] == "cache" and base["data"]["root"] == "data/x"
+    for keyword in ("cache", "download", "pip"):  # weight sources, not files: kept as they are
+        base["model"]["pretrained"] = keyword
+        assert absolute_paths(base)["model"]["pretrained"] == keyword
+    base["model"]["pretrained"] = "pip/w.pth"  # a file whose path starts like a keyword
+    assert absolute_paths(base)["model"]["pretrained"] == str(tmp_path / "pip/w.pth")
     trial = trial_base(out)
     assert trial["train"]["checkpoint_interval"] == 2 and trial["train"]["max_keep_ckpts"] == 1
     assert trial["train"]["progress_bar"] is False and out["train"]["checkpoint_interval"] == 5
