@@ -3,6 +3,7 @@
     python scripts/study.py run pretrained128 pico [--seeds 0 1 2] [--variants ...] [--threads 1]
     python scripts/study.py run quickstart hiposeg --jobs 2   # two 1-thread trainings at once
     python scripts/study.py queue pretrained128                # every study of a regime, seed-major
+    python scripts/study.py test pretrained128 pico --variants pico_memory [--seeds 0 1 2]
     python scripts/study.py list
 
 Regimes: ``quickstart`` (64 px, from scratch, the configs of ``configs/quickstart.yaml`` and the
@@ -17,6 +18,11 @@ the commit of the code that trained it) is written to
 ``benchmarks/results/studies/<regime>_<study>.json``, the file that ``scripts/study_tables.py``
 turns into the tables of docs/results.md. Variants shared by several studies of a regime (``ce``)
 train once and are recorded in each study.
+
+``test`` scores each finished run's final checkpoint on the held-out test split (``python -m
+segproto.test <run>/config.yaml <checkpoint> --split test``) into ``<run>/test_metrics.json``;
+the record then carries those as ``test_metrics``. A sweep selects on the validation split, so
+its confirmation runs are compared on the test split too.
 
 Run one training at a time with ``--threads 1`` beside other work, ``--threads 2`` alone, or
 ``--jobs 2`` (two trainings with one thread each); never two trainings with two threads each on
@@ -119,9 +125,9 @@ def _seeds_on_disk(regime: str, study: str, variant: str) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def _metrics(wd: Path) -> dict:
+def _metrics(wd: Path, name: str = "metrics.json") -> dict:
     """The record's metrics: dataset-level aAcc / mIoU / mAcc, each taxonomy level, per-class IoU."""
-    m = json.loads((wd / "metrics.json").read_text())
+    m = json.loads((wd / name).read_text())
     out = {k: m[k] for k in ("aAcc", "mIoU", "mAcc")}
     for level, values in m.get("levels", {}).items():
         for k in ("aAcc", "mIoU", "mAcc"):
@@ -167,7 +173,8 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
             "commit": commit.read_text().strip() if commit.is_file() else None,
-            "metrics": _metrics(wd)}
+            "metrics": _metrics(wd),
+            **({"test_metrics": _metrics(wd, TEST_METRICS)} if (wd / TEST_METRICS).is_file() else {})}
 
 
 def write_results(regime: str, study: str) -> Path:
@@ -218,6 +225,31 @@ def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int, parallel: int 
             print(f"done {wd.name}: mIoU {m['mIoU']:.2f}", flush=True)
 
 
+TEST_METRICS = "test_metrics.json"
+
+
+def test_runs(regime: str, study: str, variants: list[str], seeds: list[int], threads: int) -> None:
+    """Scores every finished run of the variants and seeds on the test split (skipping scored ones)
+    and rewrites the study's result file."""
+    for variant in variants:
+        for seed in seeds:
+            wd = _work_dir(regime, study, variant, seed)
+            if not (wd / "metrics.json").is_file():
+                print(f"skip {wd.name}: not finished", flush=True)
+                continue
+            if (wd / TEST_METRICS).is_file():
+                continue
+            ckpt = wd / (wd / "last_checkpoint").read_text().strip()
+            cmd = [sys.executable, "-m", "segproto.test", str(wd / "config.yaml"), str(ckpt), "--split", "test",
+                   "--out", str(wd / TEST_METRICS)]
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            with open(wd / "test.log", "w") as log:
+                subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+            m = json.loads((wd / TEST_METRICS).read_text())
+            print(f"test {wd.name}: mIoU {m['mIoU']:.2f}", flush=True)
+    write_results(regime, study)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -228,9 +260,14 @@ def main(argv=None) -> int:
     q = sub.add_parser("queue", help="every study of a regime, one seed of every variant at a time")
     q.add_argument("regime", choices=sorted(STUDIES))
     q.add_argument("--studies", nargs="+")
-    for a in (r, q):
+    t = sub.add_parser("test", help="score finished runs on the test split")
+    t.add_argument("regime", choices=sorted(STUDIES))
+    t.add_argument("study")
+    t.add_argument("--variants", nargs="+")
+    for a in (r, q, t):
         a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         a.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each training")
+    for a in (r, q):
         a.add_argument("--jobs", type=int, default=1, help="trainings at once (give each --threads 1)")
     sub.add_parser("list", help="print the studies and their variants")
     a = p.parse_args(argv)
@@ -240,13 +277,16 @@ def main(argv=None) -> int:
                 print(f"{regime} {study}: {', '.join(variants)}")
         return 0
     studies = STUDIES[a.regime]
-    if a.cmd == "run":
+    if a.cmd in ("run", "test"):
         if a.study not in studies:
             p.error(f"unknown study {a.study!r} for regime {a.regime}; choose from {sorted(studies)}")
         variants = a.variants or list(studies[a.study])
         unknown = sorted(set(variants) - set(studies[a.study]))
         if unknown:
             p.error(f"unknown variants {unknown}; choose from {list(studies[a.study])}")
+        if a.cmd == "test":
+            test_runs(a.regime, a.study, variants, a.seeds, a.threads)
+            return 0
         jobs = [(a.regime, a.study, v, s) for s in a.seeds for v in variants]
     else:
         chosen = a.studies or list(studies)

@@ -109,3 +109,34 @@ def test_results_take_each_variants_own_runs_by_exact_name(tmp_path, monkeypatch
     assert [(r["variant"], r["seed"], r["metrics"]["mIoU"]) for r in data["runs"]] == [("ce", 0, 30.0), ("ce", 12, 31.0)]
     prcl = json.loads(study.write_results("pretrained128", "prcl").read_text())
     assert [(r["variant"], r["seed"], r["metrics"]["mIoU"]) for r in prcl["runs"]] == [("ce", 1, 5.0)]
+
+
+def test_test_command_scores_the_final_checkpoint_on_the_test_split(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "WORK", tmp_path / "work")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
+    levels = {"fine": {"aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0}}
+    done = study._work_dir("pretrained128", "pico", "pico_memory", 0)
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text(json.dumps({"aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0, "levels": levels}))
+    (done / "last_checkpoint").write_text("iter_1500.pth\n")
+    unfinished = study._work_dir("pretrained128", "pico", "pico_memory", 1)
+    unfinished.mkdir(parents=True)
+    calls = []
+
+    def fake_run(cmd, cwd, env, stdout, stderr, check):
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.write_text(json.dumps({"aAcc": 81.0, "mIoU": 39.0, "mAcc": 49.0}))
+
+    monkeypatch.setattr(study.subprocess, "run", fake_run)
+    assert study.main(["test", "pretrained128", "pico", "--variants", "pico_memory", "--seeds", "0", "1"]) == 0
+    assert len(calls) == 1  # the unfinished run is skipped
+    cmd = calls[0]
+    assert cmd[cmd.index("segproto.test") + 1:cmd.index("--split")] == [str(done / "config.yaml"),
+                                                                        str(done / "iter_1500.pth")]
+    assert cmd[cmd.index("--split") + 1] == "test"
+    data = json.loads((tmp_path / "results" / "pretrained128_pico.json").read_text())
+    (run,) = data["runs"]
+    assert run["metrics"]["mIoU"] == 40.0 and run["test_metrics"] == {"aAcc": 81.0, "mIoU": 39.0, "mAcc": 49.0}
+    study.main(["test", "pretrained128", "pico", "--variants", "pico_memory", "--seeds", "0"])
+    assert len(calls) == 1  # scored once
