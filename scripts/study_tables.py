@@ -11,7 +11,8 @@ Input: ``benchmarks/results/studies/<regime>_<study>.json`` (``{"study", "regime
 
 Per variant: mean ± sample std over its runs; against the study's ``ce`` variant, the paired
 difference (same seed; for few-shot, same fold and seed) with its 95% t-interval
-(mean ± t(0.975, n - 1) · sd / sqrt(n)). An interval that excludes 0 is marked with ``*``.
+(mean ± t(0.975, n - 1) · sd / sqrt(n)). An interval that excludes 0 is marked with ``*``. Runs
+scored on the test split (``test_metrics``, ``scripts/study.py test``) add test columns.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ BLOCK = re.compile(r"(<!-- study:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /stu
 
 LEVELS = (("mIoU_fine", "fine mIoU"), ("mIoU_middle", "middle mIoU"), ("mIoU_coarse", "coarse mIoU"),
           ("aAcc", "aAcc"), ("mAcc", "mAcc"))
+# held-out test split, where runs were scored on it (``scripts/study.py test``: ``test_metrics``)
+TEST = (("test:mIoU_fine", "test fine mIoU"), ("test:mIoU_coarse", "test coarse mIoU"))
 FEWSHOT = (("mIoU_1shot", "1-shot mIoU"), ("FB-IoU_1shot", "1-shot FB-IoU"), ("mIoU_5shot", "5-shot mIoU"),
            ("FB-IoU_5shot", "5-shot FB-IoU"))
 
@@ -62,9 +65,11 @@ def paired(diffs: list[float]) -> str:
 
 
 def _value(run: dict, key: str):
-    v = run["metrics"].get(key)
+    source, _, key = key.rpartition(":")
+    metrics = run.get("test_metrics" if source == "test" else "metrics", {})
+    v = metrics.get(key)
     if v is None and key == "mIoU_fine":
-        v = run["metrics"].get("mIoU")
+        v = metrics.get("mIoU")
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
@@ -76,12 +81,12 @@ def table(data: dict) -> str:
     """The markdown table of one study file."""
     runs = data["runs"]
     fewshot = data["study"] == "hdmnet"
-    metrics = FEWSHOT if fewshot else LEVELS
+    metrics = FEWSHOT if fewshot else LEVELS + TEST
     variants = list(dict.fromkeys(r["variant"] for r in runs))
     shown = [(k, title) for k, title in metrics if any(_value(r, k) is not None for r in runs)]
     base = "no_distill" if fewshot else "ce"
     base_runs = {_key(r): r for r in runs if r["variant"] == base}
-    diff_keys = [k for k, _ in shown if k.startswith("mIoU")]
+    diff_keys = [k for k, _ in shown if k.rpartition(":")[2].startswith("mIoU")]
     head = ["variant", "runs", *(t for _, t in shown), *(f"Δ {t} vs {base}" for k, t in shown if k in diff_keys)]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
     for variant in variants:

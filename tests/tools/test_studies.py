@@ -140,3 +140,22 @@ def test_test_command_scores_the_final_checkpoint_on_the_test_split(tmp_path, mo
     assert run["metrics"]["mIoU"] == 40.0 and run["test_metrics"] == {"aAcc": 81.0, "mIoU": 39.0, "mAcc": 49.0}
     study.main(["test", "pretrained128", "pico", "--variants", "pico_memory", "--seeds", "0"])
     assert len(calls) == 1  # scored once
+
+
+def test_table_adds_test_split_columns_for_scored_runs():
+    def run(variant, seed, val, test=None):
+        r = {"variant": variant, "seed": seed, "metrics": {"mIoU": val, "aAcc": 90.0, "mAcc": 50.0}}
+        if test is not None:
+            r["test_metrics"] = {"mIoU": test, "aAcc": 90.0, "mAcc": 50.0}
+        return r
+
+    plain = tables.table({"study": "pico", "regime": "r", "runs": [run("ce", 0, 10.0), run("x", 0, 11.0)]})
+    assert "test" not in plain
+    runs = [run("ce", 0, 10.0, 12.0), run("ce", 1, 20.0, 22.0), run("x", 0, 11.0, 14.0), run("x", 1, 21.0, 24.0)]
+    text = tables.table({"study": "pico", "regime": "r", "runs": runs})
+    head, _, ce_row, x_row = text.splitlines()
+    assert head.split(" | ")[-2:] == ["Δ fine mIoU vs ce", "Δ test fine mIoU vs ce |"]
+    cells = [c.strip() for c in x_row.strip("|").split("|")]
+    # val 11/21 -> 16.00 ± 7.07; test 14/24 -> 19.00 ± 7.07; paired diffs +1,+1 (val) and +2,+2 (test)
+    assert cells[2] == "16.00 ± 7.07" and "19.00 ± 7.07" in cells
+    assert cells[-2] == "+1.00 [+1.00, +1.00]*" and cells[-1] == "+2.00 [+2.00, +2.00]*"
