@@ -3,6 +3,7 @@
     python scripts/study_tables.py            # rewrite every generated table in docs/results.md
     python scripts/study_tables.py --check    # exit 1 if a table differs from its result file
     python scripts/study_tables.py --print pretrained128_pico
+    python scripts/study_tables.py --per-class pretrained128_pico pico_memory   # class IoU vs ce
 
 Input: ``benchmarks/results/studies/<regime>_<study>.json`` (``{"study", "regime", "runs": [{"variant",
 "seed", "config", "overrides", "metrics": {...}}]}``, written by ``scripts/study.py`` and
@@ -120,6 +121,26 @@ def _prior_floor(runs: list[dict]) -> str:
         "; ".join(parts) + "."
 
 
+def per_class(data: dict, variant: str) -> str:
+    """Per-class IoU of ``variant`` against the baseline over the seeds both have: means and the
+    mean paired difference, largest losses first."""
+    base = "no_distill" if data["study"] == "hdmnet" else "ce"
+    runs = {(r["variant"], _key(r)): r for r in data["runs"] if "IoU" in r["metrics"]}
+    keys = sorted(k for v, k in runs if v == variant and (base, k) in runs)
+    if not keys:
+        raise SystemExit(f"error: no seed of {variant!r} and {base!r} both have per-class IoU")
+    classes = runs[(variant, keys[0])]["metrics"]["classes"]
+    rows = []
+    for i, name in enumerate(classes):
+        mine = [runs[(variant, k)]["metrics"]["IoU"][i] for k in keys]
+        theirs = [runs[(base, k)]["metrics"]["IoU"][i] for k in keys]
+        rows.append((statistics.fmean(a - b for a, b in zip(mine, theirs)), name, statistics.fmean(theirs),
+                     statistics.fmean(mine)))
+    lines = [f"| class | {base} IoU | {variant} IoU | Δ (mean of {len(keys)} paired runs) |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {b:.2f} | {m:.2f} | {d:+.2f} |" for d, name, b, m in sorted(rows)]
+    return "\n".join(lines)
+
+
 def load(name: str) -> dict:
     path = STUDIES / f"{name}.json"
     if not path.is_file():
@@ -142,7 +163,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="fail if docs/results.md is out of date")
     p.add_argument("--print", dest="name", help="print the table of one study file (<regime>_<study>)")
+    p.add_argument("--per-class", nargs=2, metavar=("STUDY", "VARIANT"),
+                   help="print a variant's per-class IoU against the baseline (<regime>_<study> VARIANT)")
     a = p.parse_args(argv)
+    if a.per_class:
+        print(per_class(load(a.per_class[0]), a.per_class[1]))
+        return 0
     if a.name:
         print(table(load(a.name)))
         return 0

@@ -159,3 +159,17 @@ def test_table_adds_test_split_columns_for_scored_runs():
     # val 11/21 -> 16.00 ± 7.07; test 14/24 -> 19.00 ± 7.07; paired diffs +1,+1 (val) and +2,+2 (test)
     assert cells[2] == "16.00 ± 7.07" and "19.00 ± 7.07" in cells
     assert cells[-2] == "+1.00 [+1.00, +1.00]*" and cells[-1] == "+2.00 [+2.00, +2.00]*"
+
+
+def test_per_class_pairs_runs_by_seed():
+    def run(variant, seed, iou):
+        return {"variant": variant, "seed": seed,
+                "metrics": {"mIoU": sum(iou) / 2, "aAcc": 0.0, "mAcc": 0.0, "IoU": iou, "classes": ["a", "b"]}}
+
+    data = {"study": "pico", "regime": "r", "runs": [run("ce", 0, [10.0, 50.0]), run("ce", 1, [20.0, 60.0]),
+                                                     run("x", 1, [23.0, 59.0]), run("x", 0, [11.0, 48.0]),
+                                                     run("x", 2, [99.0, 99.0])]}  # seed 2 has no ce pair
+    lines = tables.per_class(data, "x").splitlines()
+    # b: (48-50 + 59-60)/2 = -1.5 (listed first, the larger loss); a: (1 + 3)/2 = +2.0
+    assert lines[2] == "| b | 55.00 | 53.50 | -1.50 |" and lines[3] == "| a | 15.00 | 17.00 | +2.00 |"
+    assert "2 paired runs" in lines[0]
