@@ -34,6 +34,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import git_commit  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
 # regime -> (stage-one config, HDMNet config, work dir, results dir)
@@ -70,14 +73,6 @@ def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
         subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
     """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists: an interrupted run
     continues from its last checkpoint, one stopped before its first checkpoint starts again. A fresh
@@ -92,7 +87,7 @@ def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
         cmd.append("--force")
     if not resume:
         wd.mkdir(parents=True, exist_ok=True)
-        (wd / "commit.txt").write_text(_commit() + "\n")
+        (wd / "commit.txt").write_text(git_commit() + "\n")
         (wd / "threads.txt").write_text(f"{threads}\n")
     start = time.time()
     _run([*cmd, "--cfg-options", *overrides, "train.progress_bar=false"], wd.parent / f"{wd.name}.log", threads,
@@ -108,7 +103,7 @@ def _keep(wd: Path, names: list[str]) -> None:
     dst = RESULTS / wd.name
     dst.mkdir(parents=True, exist_ok=True)
     for name in names:
-        if name in RUN_INFO and not (wd / name).is_file():  # runs trained before these files existed
+        if name in RUN_INFO and not (wd / name).is_file():  # a run recorded without them keeps none
             continue
         shutil.copyfile(wd / name, dst / name)
 

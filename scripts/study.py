@@ -104,7 +104,8 @@ STUDIES: dict[str, dict[str, dict[str, tuple[str, list[str]]]]] = {
 }
 
 
-def _commit() -> str:
+def git_commit() -> str:
+    """The commit checked out in this repository (``unknown`` outside git)."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
@@ -212,7 +213,7 @@ def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int, parallel: int 
         fresh = not (wd / "metrics.json").is_file()
         if fresh:
             wd.mkdir(parents=True, exist_ok=True)
-            (wd / "commit.txt").write_text(_commit() + "\n")
+            (wd / "commit.txt").write_text(git_commit() + "\n")
             (wd / "threads.txt").write_text(f"{threads}\n")
             print(f"train {regime}/{study}/{variant} seed {seed}", flush=True)
         train(regime, study, variant, seed, threads)

@@ -30,7 +30,7 @@ def test_train_starts_resumes_and_restarts(tmp_path, monkeypatch):
     fs = _fewshot()
     calls = []
     monkeypatch.setattr(fs, "_run", _fake_training(calls))
-    monkeypatch.setattr(fs, "_commit", lambda: "abc123")
+    monkeypatch.setattr(fs, "git_commit", lambda: "abc123")
 
     fresh = tmp_path / "fresh"
     fs._train("c.yaml", fresh, ["seed=1"], 1)
