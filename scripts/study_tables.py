@@ -8,7 +8,9 @@
 Input: ``benchmarks/results/studies/<regime>_<study>.json`` (``{"study", "regime", "runs": [{"variant",
 "seed", "config", "overrides", "metrics": {...}}]}``, written by ``scripts/study.py`` and
 ``scripts/fewshot.py``). In docs/results.md each generated table sits between
-``<!-- study:<regime>_<study> -->`` and ``<!-- /study -->``; only those lines are rewritten.
+``<!-- study:<regime>_<study> -->`` and ``<!-- /study -->``; only those lines are rewritten. Sweep
+records (``benchmarks/results/studies/sweeps/<name>.json``, ``scripts/sweep_record.py``) fill the blocks
+between ``<!-- sweep:<name> -->`` and ``<!-- /sweep -->``: one row per trial, best first.
 
 Per variant: mean ± sample std over its runs; against the study's ``ce`` variant, the paired
 difference (same seed; for few-shot, same fold and seed) with its 95% t-interval
@@ -30,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
 DOC = REPO / "docs" / "results.md"
 BLOCK = re.compile(r"(<!-- study:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /study -->)", re.S)
+SWEEP_BLOCK = re.compile(r"(<!-- sweep:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /sweep -->)", re.S)
 
 LEVELS = (("mIoU_fine", "fine mIoU"), ("mIoU_middle", "middle mIoU"), ("mIoU_coarse", "coarse mIoU"),
           ("aAcc", "aAcc"), ("mAcc", "mAcc"))
@@ -141,6 +144,41 @@ def per_class(data: dict, variant: str) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def sweep_table(data: dict) -> str:
+    """One row per trial (best validation mIoU first, unscored last) with its values of the swept keys
+    and its validation mIoU at every evaluated iteration; the config's defaults on the first row."""
+    keys = list(data["space"])
+    iters = sorted({r["iter"] for t in data["trials"] for r in t["reports"] if "mIoU" in r})
+    head = ["trial", "status", *(f"`{k.rpartition('.')[2]}`" for k in keys), *(f"mIoU @ {i}" for i in iters)]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2),
+             "| " + " | ".join(["defaults", "", *(_fmt(data["defaults"][k]) for k in keys), *("" for _ in iters)])
+             + " |"]
+    order = sorted(data["trials"], key=lambda t: (t["best_mIoU"] is None, -(t["best_mIoU"] or 0.0), t["trial_id"]))
+    for t in order:
+        at = {r["iter"]: r["mIoU"] for r in t["reports"] if "mIoU" in r}
+        name = f"**{t['trial_id']}**" if t["trial_id"] == data["best"] else t["trial_id"]
+        lines.append("| " + " | ".join([name, t["status"], *(_fmt(t["params"].get(k, "")) for k in keys),
+                                        *(f"{at[i]:.2f}" if i in at else "" for i in iters)]) + " |")
+    return "\n".join(lines)
+
+
+def load_sweep(name: str) -> dict:
+    path = STUDIES / "sweeps" / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"error: {path} not found (write it with scripts/sweep_record.py)")
+    return json.loads(path.read_text())
+
+
+def _sweep_block(name: str) -> str:
+    if not (STUDIES / "sweeps" / f"{name}.json").is_file():
+        return f"No finished sweep yet (`benchmarks/results/studies/sweeps/{name}.json` does not exist)."
+    return sweep_table(load_sweep(name))
+
+
 def load(name: str) -> dict:
     path = STUDIES / f"{name}.json"
     if not path.is_file():
@@ -156,18 +194,23 @@ def _block(name: str) -> str:
 
 def render(doc: str) -> str:
     """``doc`` with every generated block replaced by the table of its result file."""
-    return BLOCK.sub(lambda m: m.group(1) + _block(m.group("name")) + "\n" + m.group(4), doc)
+    doc = BLOCK.sub(lambda m: m.group(1) + _block(m.group("name")) + "\n" + m.group(4), doc)
+    return SWEEP_BLOCK.sub(lambda m: m.group(1) + _sweep_block(m.group("name")) + "\n" + m.group(4), doc)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="fail if docs/results.md is out of date")
     p.add_argument("--print", dest="name", help="print the table of one study file (<regime>_<study>)")
+    p.add_argument("--sweep", help="print the table of one sweep record (benchmarks/results/studies/sweeps/NAME.json)")
     p.add_argument("--per-class", nargs=2, metavar=("STUDY", "VARIANT"),
                    help="print a variant's per-class IoU against the baseline (<regime>_<study> VARIANT)")
     a = p.parse_args(argv)
     if a.per_class:
         print(per_class(load(a.per_class[0]), a.per_class[1]))
+        return 0
+    if a.sweep:
+        print(sweep_table(load_sweep(a.sweep)))
         return 0
     if a.name:
         print(table(load(a.name)))
@@ -181,7 +224,7 @@ def main(argv=None) -> int:
             return 1
         return 0
     DOC.write_text(new)
-    print(f"{DOC}: {len(BLOCK.findall(new))} tables")
+    print(f"{DOC}: {len(BLOCK.findall(new))} study tables, {len(SWEEP_BLOCK.findall(new))} sweep tables")
     return 0
 
 

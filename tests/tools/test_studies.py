@@ -173,3 +173,42 @@ def test_per_class_pairs_runs_by_seed():
     # b: (48-50 + 59-60)/2 = -1.5 (listed first, the larger loss); a: (1 + 3)/2 = +2.0
     assert lines[2] == "| b | 55.00 | 53.50 | -1.50 |" and lines[3] == "| a | 15.00 | 17.00 | +2.00 |"
     assert "2 paired runs" in lines[0]
+
+
+def test_sweep_record_and_table_from_a_sweep_work_dir(tmp_path):
+    record = _script("sweep_record")
+    wd = tmp_path / "sweep"
+    wd.mkdir()
+    (wd / "sweep_space.yaml").write_text("loss.contrast.weight:\n  loguniform: [0.01, 0.5]\n"
+                                         "loss.contrast.warmup_iters:\n  quniform: [0, 750, 125]\n")
+    (wd / "sweep_base.yaml").write_text("loss:\n  contrast: {weight: 0.1, warmup_iters: 188}\n")
+    (wd / "results.csv").write_text(
+        "trial_id,status,best_mIoU,best_iter,iterations,loss.contrast.weight,loss.contrast.warmup_iters\n"
+        "aaa,early_stopped,30.5000,500,500,0.2,250\n"
+        "bbb,completed,39.7680,1500,1500,0.0856,500\n"
+        "ccc,error,,0,0,0.03,0\n")
+    reports = {"aaa": [(500, 30.5)], "bbb": [(1000, 38.0762), (500, 30.67), (1500, 39.768)], "ccc": []}
+    for tid, reps in reports.items():
+        (wd / f"trial_{tid}").mkdir()
+        p = {"aaa": (0.2, 250), "bbb": (0.0856, 500), "ccc": (0.03, 0)}[tid]
+        (wd / f"trial_{tid}" / "params.json").write_text(
+            json.dumps({"loss.contrast.weight": p[0], "loss.contrast.warmup_iters": p[1]}))
+        (wd / f"trial_{tid}" / "result.json").write_text(
+            "".join(json.dumps({"iter": i, "mIoU": m, "aAcc": 90.0, "mAcc": 50.0, "pid": 1}) + "\n" for i, m in reps))
+    data = record.build(wd, "r_pico", "python search/sweep.py x")
+    assert data["best"] == "bbb" and data["defaults"] == {"loss.contrast.weight": 0.1,
+                                                          "loss.contrast.warmup_iters": 188}
+    bbb = next(t for t in data["trials"] if t["trial_id"] == "bbb")
+    assert [r["iter"] for r in bbb["reports"]] == [500, 1000, 1500] and "pid" not in bbb["reports"][0]
+    assert bbb["best_mIoU"] == 39.768 and bbb["status"] == "completed"
+    assert tables.sweep_table(data).splitlines() == [
+        "| trial | status | `weight` | `warmup_iters` | mIoU @ 500 | mIoU @ 1000 | mIoU @ 1500 |",
+        "|---|---|---:|---:|---:|---:|---:|",
+        "| defaults |  | 0.1 | 188 |  |  |  |",
+        "| **bbb** | completed | 0.0856 | 500 | 30.67 | 38.08 | 39.77 |",
+        "| aaa | early_stopped | 0.2 | 250 | 30.50 |  |  |",
+        "| ccc | error | 0.03 | 0 |  |  |  |",
+    ]
+    (wd / "results.csv").unlink()
+    with pytest.raises(SystemExit, match="results.csv not found"):
+        record.build(wd, "r_pico", "x")
