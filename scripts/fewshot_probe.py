@@ -72,14 +72,15 @@ def probe(run: Path, checkpoint: str, classes: str, episodes: int, seed: int) ->
     model = method.model.eval()
     ignore = cfg.data.ignore_index
     probs, priors, gts, cls = [], [], [], []
-    for b in eval_loader(ds, cfg):
-        out = model(b["img"], b["support_img"], b["support_mask"])
-        probs.append(out["logits"].float().softmax(1)[:, 1])
-        prior = model.encode(b["img"], b["support_img"], b["support_mask"])[2]  # [B, 2, h, w], x prior_scale
-        priors.append(F.interpolate(prior.mean(1, keepdim=True) / model.prior_scale, b["img"].shape[-2:],
-                                    mode="bilinear", align_corners=False)[:, 0])
-        gts.append(b["gt"])
-        cls.append(b["cls"])
+    with model.cached_backbone():  # encode() below takes the frozen features forward() just computed
+        for b in eval_loader(ds, cfg):
+            out = model(b["img"], b["support_img"], b["support_mask"])
+            probs.append(out["logits"].float().softmax(1)[:, 1])
+            prior = model.encode(b["img"], b["support_img"], b["support_mask"])[2]  # [B, 2, h, w], x prior_scale
+            priors.append(F.interpolate(prior.mean(1, keepdim=True) / model.prior_scale, b["img"].shape[-2:],
+                                        mode="bilinear", align_corners=False)[:, 0])
+            gts.append(b["gt"])
+            cls.append(b["cls"])
     p, pr, g, c = torch.cat(probs), torch.cat(priors), torch.cat(gts), torch.cat(cls)
     valid = g != ignore
     fg = (g == 1) & valid

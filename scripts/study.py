@@ -104,10 +104,10 @@ STUDIES: dict[str, dict[str, dict[str, tuple[str, list[str]]]]] = {
 }
 
 
-def git_commit() -> str:
-    """The commit checked out in this repository (``unknown`` outside git)."""
+def git_commit(where: Path = REPO) -> str:
+    """The commit checked out in the repository (or worktree) holding ``where`` (``unknown`` outside git)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

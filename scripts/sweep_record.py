@@ -20,32 +20,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from segproto.config import get_by_dotted
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study import git_commit  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "benchmarks" / "results" / "studies" / "sweeps"
 REPORT_KEYS = ("iter", "mIoU", "aAcc", "mAcc", "time_total_s")
-
-
-def _lookup(cfg: dict, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _commit(path: Path) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _reports(path: Path) -> list[dict]:
@@ -85,8 +72,8 @@ def build(work_dir: Path, name: str, command: str) -> dict:
                            "best_iter": int(row["best_iter"]), "reports": reports})
     scored = [t for t in trials if t["best_mIoU"] is not None]
     best = max(scored, key=lambda t: t["best_mIoU"])["trial_id"] if scored else None
-    return {"sweep": name, "command": command, "commit": _commit(work_dir), "space": space,
-            "defaults": {k: _lookup(base, k) for k in space}, "best": best, "trials": trials}
+    return {"sweep": name, "command": command, "commit": git_commit(work_dir), "space": space,
+            "defaults": {k: get_by_dotted(base, k) for k in space}, "best": best, "trials": trials}
 
 
 def main(argv=None) -> int:
