@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from segproto.config import ConfigError, config_from_dict, set_by_dotted, validate_dotted_key
+from segproto.config import ConfigError, config_from_dict, get_by_dotted, set_by_dotted, validate_dotted_key
 from segproto.config.yaml_io import read_yaml
 
 #: distribution name -> its arguments (docs/sweeps.md explains each).
@@ -179,3 +179,57 @@ def apply_params(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
     for key, value in values.items():
         set_by_dotted(out, key, plain_value(value))
     return out
+
+
+#: Per method, the config keys at which its training terms switch on, and their unit: ``iters``
+#: (a term is 0 up to and including that iteration) or ``fraction`` (of ``train.iters``, floored,
+#: as :func:`segproto.methods.hiposeg.stage_starts`). Before its first start a trial trains plain CE.
+TERM_STARTS = {
+    "pico": (("loss.contrast.warmup_iters", "iters"),),
+    "hiposeg": (("loss.hiposeg.coarse_start", "fraction"), ("loss.hiposeg.fine_start", "fraction"),
+                ("loss.hiposeg.align_start", "fraction")),
+}
+
+
+def latest_start(space: SearchSpace, base: Mapping[str, Any], key: str, unit: str) -> tuple[int, bool]:
+    """The latest iteration at which the term of ``key`` can switch on in a trial of ``space``
+    (the largest value the space gives ``key``, else the config's), and whether ``key`` is swept."""
+    iters = base["train"]["iters"]
+    param = next((p for p in space.params if p.key == key), None)
+    values = param.edge_values() if param is not None else [get_by_dotted(base, key)]
+    top = max(float(v) for v in values)
+    start = math.floor(round(top * iters, 6)) if unit == "fraction" else int(top)
+    return min(start, iters), param is not None
+
+
+def first_rung_problems(space: SearchSpace, base: Mapping[str, Any], grace_period: int) -> tuple[list[str], list[str]]:
+    """What is wrong with ASHA's first rung for the method terms of ``base`` (a plain config dict).
+
+    The rung is the first evaluation at or after ``grace_period`` (ASHA records a trial at its first
+    report past a milestone). A trial whose terms all start at or after the rung reaches it having
+    trained the same plain CE as every other such trial, so the rung ranks them by a tie-break and
+    stops some for nothing: an error. A single term that can start at or after the rung (others on
+    before it) makes the rung judge such trials without that term: a warning.
+
+    Returns:
+        ``(errors, warnings)``, one line each, naming the key, its latest start and the rung.
+    """
+    starts = TERM_STARTS.get(base["method"]["name"], ())
+    if not starts:
+        return [], []
+    iters, every = base["train"]["iters"], base["train"]["eval_interval"]
+    rung = min(iters, -(-grace_period // every) * every)
+    latest = [(key, *latest_start(space, base, key, unit)) for key, unit in starts]
+    where = lambda key, swept: f"in {space.path}" if swept else "in the config"  # noqa: E731
+    fix = "give --grace-period above the latest start, narrow the space, or use --scheduler fifo"
+    # Keys are independent in the space, so the latest moment at which a trial can still have no term
+    # on is the earliest of the keys' latest starts.
+    first = min(latest, key=lambda t: t[1])
+    if first[1] >= rung:
+        return [f"ASHA's first rung (iteration {rung}, from --grace-period {grace_period} and train.eval_interval "
+                f"{every}) comes before any term of method {base['method']['name']} can have started: "
+                f"{first[0]} reaches iteration {first[1]} {where(first[0], first[2])}, so trials reach the rung "
+                f"as identical CE runs and ASHA stops them by tie-break; {fix}"], []
+    return [], [f"{key} can start at iteration {start} ({where(key, swept)}), at or after ASHA's first rung "
+                f"(iteration {rung}): the rung ranks such trials before that term acts; {fix}"
+                for key, start, swept in latest if start >= rung]

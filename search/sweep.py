@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as `python search/sweep.py`: make the `sear
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search import ray_train, results
-from search.space import Param, SearchSpace, load_space
+from search.space import Param, SearchSpace, first_rung_problems, load_space
 from search.trial import METRIC, TIME_ATTR, run_trial
 from segproto.cli import add_config_args, one_line
 from segproto.config import (ConfigError, config_from_dict, config_to_dict, get_by_dotted, load_config,
@@ -108,14 +108,24 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], SearchSpace]:
     against the schema and makes sure the dataset is there (a synthetic one is generated once,
     here, not by concurrent trials).
 
+    With ASHA, the first rung must come after some term of the method can have started
+    (:func:`search.space.first_rung_problems`); a term that may start after it is a warning.
+
     Raises:
         ConfigError, FileNotFoundError, KeyError, ValueError, DatasetError: before any trial.
+        SweepError: ASHA's first rung before every term of the method starts.
     """
     from segproto.engine.builder import build_split
 
     base = absolute_paths(config_to_dict(load_config(args.config, args.cfg_options)))
     space = load_space(args.space)
     space.check_against(base)
+    if args.scheduler == "asha":
+        errors, warnings = first_rung_problems(space, base, args.grace_period or base["train"]["eval_interval"])
+        if errors:
+            raise SweepError("; ".join(errors))
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr)
     cfg = config_from_dict(base, args.config)
     build_split(cfg, cfg.data.train_split, train=True)
     build_split(cfg, cfg.data.val_split, train=False)

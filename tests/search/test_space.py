@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from search.space import apply_params, load_space
+from search.space import Param, SearchSpace, apply_params, first_rung_problems, load_space
 from segproto.config import ConfigError, config_to_dict, load_config
 from tests.engine.conftest import REPO
 
@@ -123,3 +123,64 @@ def test_cli_rejects_a_bad_space_before_starting_ray(write_cfg, write_space, tmp
     ray = sys.modules.get("ray")  # imported by other tests at collection, or None when blocked
     assert ray is None or not ray.is_initialized()
     assert not (tmp_path / "sweep").exists()
+
+
+# ASHA's first rung against the iterations at which the method's terms switch on; every expected
+# rung and start below is worked out by hand from the arguments.
+def _base(method: str, iters: int, every: int, **sections) -> dict:
+    return {"method": {"name": method}, "train": {"iters": iters, "eval_interval": every}, "loss": sections}
+
+
+PICO_SPACE = SearchSpace("s.yaml", (Param("loss.contrast.warmup_iters", "quniform", (0, 750, 125), True),
+                                    Param("loss.contrast.weight", "loguniform", (0.01, 0.5))))
+HIPO_SPACE = SearchSpace("h.yaml", (Param("loss.hiposeg.coarse_start", "uniform", (0.0, 0.15)),
+                                    Param("loss.hiposeg.fine_start", "uniform", (0.15, 0.3)),
+                                    Param("loss.hiposeg.align_start", "uniform", (0.3, 0.5))))
+
+
+@pytest.mark.parametrize("grace, rung, fails", [
+    (500, 500, True),     # warm-ups 500..750 reach the rung with no contrast: tie-break
+    (600, 1000, False),   # the rung is the first evaluation at or after 600
+    (1000, 1000, False),
+    (1400, 1500, False),  # the next evaluation is capped at train.iters
+])
+def test_first_rung_must_follow_the_latest_swept_warmup(grace, rung, fails):
+    errors, warnings = first_rung_problems(PICO_SPACE, _base("pico", 1500, 500, contrast={"warmup_iters": 188}),
+                                           grace)
+    assert warnings == []
+    if fails:
+        [err] = errors
+        assert f"first rung (iteration {rung}, from --grace-period {grace}" in err
+        assert "loss.contrast.warmup_iters reaches iteration 750 in s.yaml" in err
+    else:
+        assert errors == []
+
+
+@pytest.mark.parametrize("warmup, fails", [(4000, True), (3999, False), (5000, True)])
+def test_unswept_warmup_of_the_config_counts_too(warmup, fails):
+    # A term is 0 up to and including its warm-up iteration, so warm-up 4000 is off at rung 4000.
+    space = SearchSpace("s.yaml", (Param("loss.contrast.temperature", "loguniform", (0.03, 0.5)),))
+    errors, _ = first_rung_problems(space, _base("pico", 40000, 4000, contrast={"warmup_iters": warmup}), 4000)
+    assert bool(errors) == fails
+    if fails:
+        assert f"loss.contrast.warmup_iters reaches iteration {warmup} in the config" in errors[0]
+
+
+def test_hiposeg_stage_starts_are_fractions_of_the_run():
+    base = _base("hiposeg", 1500, 250, hiposeg={"coarse_start": 0.075, "fine_start": 0.225, "align_start": 0.375})
+    # latest starts: coarse floor(0.15 * 1500) = 225, fine 450, align 750; coarse is on by rung 250
+    errors, warnings = first_rung_problems(HIPO_SPACE, base, 250)
+    assert errors == []
+    assert [w.split(" can start at iteration ")[0] for w in warnings] == ["loss.hiposeg.fine_start",
+                                                                          "loss.hiposeg.align_start"]
+    assert "iteration 450 (in h.yaml)" in warnings[0] and "iteration 750 (in h.yaml)" in warnings[1]
+    assert first_rung_problems(HIPO_SPACE, base, 751) == ([], [])
+    # every term can still be off at rung 250 once the coarse start reaches 0.2 (iteration 300)
+    late = SearchSpace("h.yaml", (Param("loss.hiposeg.coarse_start", "uniform", (0.0, 0.2)),) + HIPO_SPACE.params[1:])
+    [err] = first_rung_problems(late, base, 250)[0]
+    assert "loss.hiposeg.coarse_start reaches iteration 300 in h.yaml" in err
+
+
+@pytest.mark.parametrize("method", ["ce", "prcl", "mean_teacher", "hdmnet"])
+def test_methods_without_a_term_start_pass(method):
+    assert first_rung_problems(PICO_SPACE, _base(method, 1500, 500), 500) == ([], [])

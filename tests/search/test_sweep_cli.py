@@ -46,3 +46,19 @@ def test_options_are_checked(capsys):
     a = parse_args(["c.yaml", "--space", "s.yaml", "--num-samples", "3", "--work-dir", "d", "--gpus-per-trial", "0.5"])
     assert (a.gpus_per_trial, a.cpus_per_trial, a.scheduler, a.max_concurrent) == (0.5, 1.0, "asha", 4)
     assert Path(a.config).name == "c.yaml"
+
+
+def test_asha_rung_before_every_term_starts_is_refused_before_anything_runs(write_cfg, write_space, tmp_path,
+                                                                           capsys):
+    from search.sweep import main
+
+    cfg = write_cfg()  # 6 iterations, evaluations every 3: the default grace period is 3
+    space = write_space({"loss.contrast.warmup_iters": {"randint": [0, 4]}})
+    wd = tmp_path / "sweep"
+    args = [str(cfg), "--space", str(space), "--num-samples", "2", "--work-dir", str(wd),
+            "--cfg-options", "method.name=pico"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "first rung (iteration 3, from --grace-period 3 and train.eval_interval 3)" in err
+    assert "loss.contrast.warmup_iters reaches iteration 4 in " in err and "--scheduler fifo" in err
+    assert not wd.exists()
