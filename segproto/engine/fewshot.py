@@ -56,6 +56,7 @@ def wrap_fewshot(cfg: Any, dataset, train: bool, seed: Optional[int] = None):
             (``fewshot.val_episodes`` novel-class episodes drawn once from ``seed``).
         seed: Seed of the evaluation episodes; default ``fewshot.eval_seeds[0]``.
     """
+    from segproto.data.pipeline.dataset import DatasetError
     from segproto.data.pipeline.fewshot import BaseClassDataset, EpisodeDataset
 
     novel, base = fold_split(cfg, dataset)
@@ -63,8 +64,17 @@ def wrap_fewshot(cfg: Any, dataset, train: bool, seed: Optional[int] = None):
     if not is_episodic(cfg.method.name):  # stage one: base classes only, on every split
         return BaseClassDataset(dataset, base, ignore_index=cfg.data.ignore_index)
     if train:
-        episodes = EpisodeDataset(dataset, base, fs.shots, min_fg_pixels=fs.min_fg_pixels, seed=cfg.seed,
-                                  ignore_index=cfg.data.ignore_index)
+        novel_rule = {"exclude": {"exclude_classes": novel}, "ignore": {"ignore_classes": novel},
+                      "background": {}}[fs.novel_pixels]
+        try:
+            episodes = EpisodeDataset(dataset, base, fs.shots, min_fg_pixels=fs.min_fg_pixels, seed=cfg.seed,
+                                      ignore_index=cfg.data.ignore_index, **novel_rule)
+        except DatasetError as exc:
+            if fs.novel_pixels != "exclude":
+                raise
+            raise DatasetError(f"{exc}; fewshot.novel_pixels=exclude drops every training image holding a pixel "
+                               f"of a novel class {list(novel)}: where those classes are in most images, use "
+                               "fewshot.novel_pixels=ignore") from None
     else:
         episodes = EpisodeDataset(dataset, novel, fs.shots, min_fg_pixels=fs.min_fg_pixels,
                                   num_episodes=fs.val_episodes, seed=fs.eval_seeds[0] if seed is None else seed,

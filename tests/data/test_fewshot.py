@@ -117,6 +117,23 @@ def test_exclude_classes_drops_images(train_eval):
     assert ds.images[0] == free and 0 < len(free) < 16
 
 
+def test_ignore_classes_become_ignore_in_query_and_support_masks(train_eval):
+    # episode classes 0 and 3; class 8 (in every image) and class 1 set to ignore: the expected masks
+    # come straight from the label PNGs
+    ds = EpisodeDataset(train_eval, [0, 3], 2, min_fg_pixels=16, num_episodes=20, ignore_classes=[8, 1])
+    hidden = 0
+    for i in range(20):
+        ep = ds[i]
+        for mask, j in zip([ep["gt"], *ep["support_mask"]], [ep["query_index"], *ep["support_index"].tolist()]):
+            raw = _raw(train_eval, j)
+            want = np.where((raw == 255) | (raw == 8) | (raw == 1), 255, (raw == ep["cls"]).astype(np.int64))
+            assert np.array_equal(mask.numpy(), want)
+            hidden += int(((raw == 8) | (raw == 1)).sum())
+    assert hidden > 0
+    with pytest.raises(ValueError, match=r"classes \[3\] are both episode classes and ignore_classes"):
+        EpisodeDataset(train_eval, [0, 3], 1, min_fg_pixels=1, ignore_classes=[3])
+
+
 def test_too_few_images_error_names_class_and_count(train_eval):
     with pytest.raises(DatasetError, match=r"min_fg_pixels=8 .*class 12 \('bicycle'\): 0 image\(s\)"):
         EpisodeDataset(train_eval, [0, 4, 8, 12], 1, min_fg_pixels=8)

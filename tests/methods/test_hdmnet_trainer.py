@@ -4,9 +4,11 @@ backbone, exact resume, and ``python -m segproto.test`` over several episode see
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from segproto.config import load_config
 from segproto.data.fewshot import BaseClassDataset, EpisodeDataset
@@ -26,7 +28,8 @@ def write_cfg(path: Path, root: Path, folds: Path, **fewshot) -> Path:
         "data": {"root": str(root), "synthetic": {"num_train": 16, "num_val": 6, "num_test": 6, "image_size": 32},
                  "crop_size": [32, 32], "batch_size": 2, "val_batch_size": 3},
         "model": {"arch": "fcn", "backbone": "resnet18", "output_stride": 8, "channels": 16},
-        "fewshot": {"fold": 0, "folds": str(folds), "min_fg_pixels": 4, "val_episodes": 6, **fewshot},
+        "fewshot": {"fold": 0, "folds": str(folds), "min_fg_pixels": 4, "val_episodes": 6,
+                    "novel_pixels": "background", **fewshot},  # every tiny image holds road (novel)
         "train": {"iters": 4, "eval_interval": 2, "log_interval": 2, "checkpoint_interval": 2,
                   "max_keep_ckpts": -1, "progress_bar": False},
     }
@@ -157,3 +160,49 @@ def test_export_holds_the_hdmnet_and_tests_like_the_checkpoint(stage_one, tiny_r
         assert test_main([str(path), str(src), "--out", str(out)]) == 0
         results.append(json.loads(out.read_text()))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("rule", ["exclude", "ignore", "background"])
+def test_novel_pixels_rule_of_the_training_episodes(tmp_path, rule):
+    """fewshot.novel_pixels on the training split: which images serve, and what novel pixels become.
+    The folds here make class 6 (vegetation, in some images) novel, so "exclude" leaves images."""
+    from segproto.data import build_dataset, generate_synthetic
+    from segproto.engine.fewshot import wrap_fewshot
+
+    root = tmp_path / "data"
+    generate_synthetic(root, num_train=16, num_val=6, num_test=6, image_size=32, seed=0)
+    folds = tmp_path / "folds.yaml"
+    folds.write_text(yaml.safe_dump({"num_folds": 2, "folds": [[6], [0, 1, 3, 8]]}))
+    cfg = load_config(write_cfg(tmp_path / "c.yaml", root, folds, novel_pixels=rule))
+    plain = build_dataset({"dataset": "synthetic", "root": str(root)}, "train", train=False)
+    raw = [np.asarray(Image.open(p)) for p in plain.ann_paths]
+    holders = {i for i, r in enumerate(raw) if (r == 6).any()}
+    assert 0 < len(holders) < 16
+    episodes = wrap_fewshot(cfg, plain, train=True)
+    used = set().union(*episodes.images.values())
+    if rule == "exclude":
+        assert used.isdisjoint(holders)
+        return
+    assert used & holders
+    seen = 0
+    for s in range(60):
+        ep = episodes[(s, 7)]
+        r = raw[ep["query_index"]]
+        assert (ep["gt"].numpy()[r == 6] == (255 if rule == "ignore" else 0)).all()
+        seen += int((r == 6).sum())
+    assert seen > 0  # some queries held novel pixels
+
+
+def test_exclude_that_leaves_no_image_names_the_key(tmp_path):
+    from segproto.data import DatasetError, build_dataset, generate_synthetic
+    from segproto.engine.fewshot import wrap_fewshot
+
+    root = tmp_path / "data"
+    generate_synthetic(root, num_train=16, num_val=6, num_test=6, image_size=32, seed=0)
+    folds = tmp_path / "folds.yaml"
+    folds.write_text(FOLDS)  # road, in every image, is novel
+    cfg = load_config(write_cfg(tmp_path / "c.yaml", root, folds, novel_pixels="exclude"))
+    plain = build_dataset({"dataset": "synthetic", "root": str(root)}, "train", train=False)
+    with pytest.raises(DatasetError, match=r"0 image\(s\).*fewshot.novel_pixels=exclude drops every training "
+                                           r"image holding a pixel of a novel class \[0\].*novel_pixels=ignore"):
+        wrap_fewshot(cfg, plain, train=True)

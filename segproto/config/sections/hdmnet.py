@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from ..checks import Issue, bound, nonempty
 from . import section
@@ -25,6 +25,10 @@ class FewShotConfig:
     val_episodes: int = 1000            # seeded evaluation episodes per seed
     eval_seeds: list[int] = field(default_factory=lambda: [0])  # python -m segproto.test averages over these
     backbone_checkpoint: Optional[str] = None  # stage-one checkpoint: its backbone is loaded and frozen
+    # Novel-class pixels in meta-training (stage two): "exclude" drops every training image holding
+    # one (the public BAM/HDMNet lists); "ignore" sets them to data.ignore_index in the episode masks;
+    # "background" leaves them background (0), so training teaches that novel classes are background.
+    novel_pixels: Literal["exclude", "ignore", "background"] = "exclude"
     distill_weight: float = 1.0         # weight of the correlation distillation (0 = CE only)
     temperature: float = 0.1            # matching scores cos / temperature
     prior_scale: float = 10.0           # prior masks are multiplied by this

@@ -203,6 +203,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         ignore_index: Ignore value of the output masks (the base's ignore maps to it).
         exclude_classes: Images holding any pixel of these classes are never used (BAM/HDMNet
             meta-training filter: pass the novel classes when training on the base ones).
+        ignore_classes: Pixels of these classes become ``ignore_index`` in the query and support
+            masks (the alternative to ``exclude_classes`` when they are in most images).
         skip_rare_classes: Drop classes with fewer than ``shots + 1`` usable images with a
             warning; default (False) raises :class:`DatasetError` naming class and count.
         pixel_counts: Output of :func:`class_pixel_counts` for ``base`` (shares one scan
@@ -217,19 +219,23 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __init__(self, base: _PairedDataset, classes: Sequence[int], shots: int, *,
                  min_fg_pixels: int, num_episodes: int | None = None, seed: int = 0,
                  ignore_index: int = 255, exclude_classes: Sequence[int] = (),
-                 skip_rare_classes: bool = False, pixel_counts: np.ndarray | None = None,
+                 ignore_classes: Sequence[int] = (), skip_rare_classes: bool = False, pixel_counts: np.ndarray | None = None,
                  max_tries: int = 10) -> None:
         if shots < 1 or min_fg_pixels < 1 or max_tries < 1:
             raise ValueError(f"shots ({shots}), min_fg_pixels ({min_fg_pixels}) and max_tries "
                              f"({max_tries}) must be >= 1")
         if not classes:
             raise ValueError("EpisodeDataset: 'classes' is empty")
-        bad = [c for c in [*classes, *exclude_classes] if not 0 <= c < base.num_classes]
+        bad = [c for c in [*classes, *exclude_classes, *ignore_classes] if not 0 <= c < base.num_classes]
         if bad:
             raise ValueError(f"EpisodeDataset: class ids {bad} are outside the dataset's label "
                              f"space [0, {base.num_classes})")
         self.base, self.shots, self.seed = base, int(shots), int(seed)
         self.min_fg_pixels, self.ignore_index, self.max_tries = min_fg_pixels, ignore_index, max_tries
+        both = sorted(set(int(c) for c in classes) & set(int(c) for c in ignore_classes))
+        if both:
+            raise ValueError(f"EpisodeDataset: classes {both} are both episode classes and ignore_classes")
+        self.ignore_classes = torch.tensor(sorted(set(int(c) for c in ignore_classes)), dtype=torch.long)
         counts = class_pixel_counts(base) if pixel_counts is None else np.asarray(pixel_counts)
         if counts.shape != (len(base), base.num_classes):
             raise ValueError(f"pixel_counts has shape {counts.shape}, expected "
@@ -288,6 +294,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def _binary(self, gt: torch.Tensor, c: int) -> torch.Tensor:
         out = (gt == c).long()
         out[gt == self.base.ignore_index] = self.ignore_index
+        if len(self.ignore_classes):
+            out[torch.isin(gt, self.ignore_classes)] = self.ignore_index
         return out
 
     def _sample(self, i: int, c: int, seed: int, random: bool
