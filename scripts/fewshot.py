@@ -28,14 +28,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import git_commit  # noqa: E402
+from study import run_logged, train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
@@ -66,33 +64,9 @@ def _last_checkpoint(wd: Path) -> Path:
     return wd / (wd / "last_checkpoint").read_text().strip()
 
 
-def _run(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a" if append else "w") as f:
-        subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
-
-
 def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
-    """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists: an interrupted run
-    continues from its last checkpoint, one stopped before its first checkpoint starts again. A fresh
-    start writes the commit and thread count beside the run; ``wall_s.txt`` is the last segment's time."""
-    if (wd / "metrics.json").is_file():
-        return
-    resume = (wd / "last_checkpoint").is_file()
-    cmd = [sys.executable, "-m", "segproto.train", config, "--work-dir", str(wd)]
-    if resume:
-        cmd.append("--resume")
-    elif (wd / "scalars.jsonl").is_file():
-        cmd.append("--force")
-    if not resume:
-        wd.mkdir(parents=True, exist_ok=True)
-        (wd / "commit.txt").write_text(git_commit() + "\n")
-        (wd / "threads.txt").write_text(f"{threads}\n")
-    start = time.time()
-    _run([*cmd, "--cfg-options", *overrides, "train.progress_bar=false"], wd.parent / f"{wd.name}.log", threads,
-         append=resume)
-    (wd / "wall_s.txt").write_text(f"{time.time() - start:.1f}\n")
+    """:func:`study.train_run` of ``config`` into ``wd``, its output in ``<wd>.log`` beside it."""
+    train_run(config, wd, overrides, threads, wd.parent / f"{wd.name}.log")
 
 
 RUN_INFO = ["commit.txt", "threads.txt", "wall_s.txt"]
@@ -170,7 +144,7 @@ def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
     for k in SHOTS:
         out = wd / f"test_{k}shot.json"
         if not out.is_file():
-            _run([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
+            run_logged([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
                   f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
     _keep(wd, ["metrics.json", *(f"test_{k}shot.json" for k in SHOTS), *RUN_INFO])
     r = {k: json.loads((wd / f"test_{k}shot.json").read_text()) for k in SHOTS}

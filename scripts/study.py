@@ -141,24 +141,44 @@ def _metrics(wd: Path, name: str = "metrics.json") -> dict:
     return out
 
 
-def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Path:
-    """Trains one run unless its metrics.json exists (resuming a started one); returns its dir."""
-    config, overrides = STUDIES[regime][study][variant]
-    wd = _work_dir(regime, study, variant, seed)
+def run_logged(cmd: list[str], log: Path, threads: int, append: bool = False) -> None:
+    """Runs ``cmd`` from the repository root with ``threads`` torch threads, output to ``log``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a" if append else "w") as f:
+        subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def train_run(config: str, wd: Path, overrides: list[str], threads: int, log: Path) -> bool:
+    """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists; returns whether it trained.
+
+    An interrupted run continues from its last checkpoint (appending to ``log``) and keeps the commit
+    and thread count it started with; one stopped before its first checkpoint starts again. A start
+    writes ``commit.txt`` and ``threads.txt`` beside the run; ``wall_s.txt`` is the last segment's time.
+    """
     if (wd / "metrics.json").is_file():
-        return wd
+        return False
+    resume = (wd / "last_checkpoint").is_file()
     cmd = [sys.executable, "-m", "segproto.train", config, "--work-dir", str(wd)]
-    if (wd / "last_checkpoint").is_file():
+    if resume:
         cmd.append("--resume")
     elif (wd / "scalars.jsonl").is_file():  # stopped before its first checkpoint: start it again
         cmd.append("--force")
-    cmd += ["--cfg-options", *overrides, f"seed={seed}", "train.progress_bar=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     wd.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        (wd / "commit.txt").write_text(git_commit() + "\n")
+        (wd / "threads.txt").write_text(f"{threads}\n")
     start = time.time()
-    with open(wd / "stdout.log", "a") as log:
-        subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    run_logged([*cmd, "--cfg-options", *overrides, "train.progress_bar=false"], log, threads, append=resume)
     (wd / "wall_s.txt").write_text(f"{time.time() - start:.1f}\n")
+    return True
+
+
+def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Path:
+    """Trains one run of a study (:func:`train_run`, output in its ``stdout.log``); returns its dir."""
+    config, overrides = STUDIES[regime][study][variant]
+    wd = _work_dir(regime, study, variant, seed)
+    train_run(config, wd, [*overrides, f"seed={seed}"], threads, wd / "stdout.log")
     return wd
 
 
@@ -212,9 +232,6 @@ def run_jobs(jobs: list[tuple[str, str, str, int]], threads: int, parallel: int 
         wd = _work_dir(regime, study, variant, seed)
         fresh = not (wd / "metrics.json").is_file()
         if fresh:
-            wd.mkdir(parents=True, exist_ok=True)
-            (wd / "commit.txt").write_text(git_commit() + "\n")
-            (wd / "threads.txt").write_text(f"{threads}\n")
             print(f"train {regime}/{study}/{variant} seed {seed}", flush=True)
         train(regime, study, variant, seed, threads)
         with _RESULTS_LOCK:  # parallel jobs merge into the same result files
@@ -243,9 +260,7 @@ def test_runs(regime: str, study: str, variants: list[str], seeds: list[int], th
             ckpt = wd / (wd / "last_checkpoint").read_text().strip()
             cmd = [sys.executable, "-m", "segproto.test", str(wd / "config.yaml"), str(ckpt), "--split", "test",
                    "--out", str(wd / TEST_METRICS)]
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            with open(wd / "test.log", "w") as log:
-                subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+            run_logged(cmd, wd / "test.log", threads)
             m = json.loads((wd / TEST_METRICS).read_text())
             print(f"test {wd.name}: mIoU {m['mIoU']:.2f}", flush=True)
     write_results(regime, study)

@@ -19,7 +19,7 @@ def _fewshot():
 def _fake_training(calls):
     """Stands in for a training subprocess: records the command, then writes what a run leaves."""
     def run(cmd, log, threads, append=False):
-        calls.append((cmd, threads, append))
+        calls.append((cmd, log, threads, append))
         wd = Path(cmd[cmd.index("--work-dir") + 1])
         (wd / "last_checkpoint").write_text("iter_10.pth")
         (wd / "metrics.json").write_text(json.dumps({"mIoU": 1.0}))
@@ -29,12 +29,14 @@ def _fake_training(calls):
 def test_train_starts_resumes_and_restarts(tmp_path, monkeypatch):
     fs = _fewshot()
     calls = []
-    monkeypatch.setattr(fs, "_run", _fake_training(calls))
-    monkeypatch.setattr(fs, "git_commit", lambda: "abc123")
+    study = fs.train_run.__globals__  # scripts/study.py, which runs the trainings of both scripts
+    monkeypatch.setitem(study, "run_logged", _fake_training(calls))
+    monkeypatch.setitem(study, "git_commit", lambda: "abc123")
 
     fresh = tmp_path / "fresh"
     fs._train("c.yaml", fresh, ["seed=1"], 1)
-    cmd, threads, append = calls[-1]
+    cmd, log, threads, append = calls[-1]
+    assert log == tmp_path / "fresh.log"
     assert "--resume" not in cmd and "--force" not in cmd and not append and threads == 1
     assert cmd[cmd.index("--cfg-options") + 1:] == ["seed=1", "train.progress_bar=false"]
     assert (fresh / "commit.txt").read_text() == "abc123\n" and (fresh / "threads.txt").read_text() == "1\n"
@@ -48,7 +50,7 @@ def test_train_starts_resumes_and_restarts(tmp_path, monkeypatch):
     (interrupted / "last_checkpoint").write_text("iter_5.pth")
     (interrupted / "commit.txt").write_text("first\n")
     fs._train("c.yaml", interrupted, [], 2)
-    cmd, _, append = calls[-1]
+    cmd, _, _, append = calls[-1]
     assert "--resume" in cmd and append
     assert (interrupted / "commit.txt").read_text() == "first\n"  # the run keeps the commit it started at
 

@@ -212,3 +212,27 @@ def test_sweep_record_and_table_from_a_sweep_work_dir(tmp_path):
     (wd / "results.csv").unlink()
     with pytest.raises(SystemExit, match="results.csv not found"):
         record.build(wd, "r_pico", "x")
+
+
+def test_a_resumed_study_run_keeps_the_commit_and_threads_it_started_with(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "WORK", tmp_path / "work")
+    monkeypatch.setattr(study, "git_commit", lambda: "now")
+    calls = []
+
+    def fake(cmd, log, threads, append=False):
+        calls.append((cmd, log, threads, append))
+        (Path(cmd[cmd.index("--work-dir") + 1]) / "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(study, "run_logged", fake)
+    wd = study._work_dir("pretrained128", "pico", "pico_memory", 2)
+    wd.mkdir(parents=True)
+    (wd / "last_checkpoint").write_text("iter_1000.pth")
+    (wd / "commit.txt").write_text("first\n")
+    (wd / "threads.txt").write_text("2\n")
+    assert study.train("pretrained128", "pico", "pico_memory", 2, 1) == wd
+    [(cmd, log, threads, append)] = calls
+    assert "--resume" in cmd and append and log == wd / "stdout.log" and threads == 1
+    assert cmd[cmd.index("--cfg-options") + 1:] == ["seed=2", "train.progress_bar=false"]
+    assert (wd / "commit.txt").read_text() == "first\n" and (wd / "threads.txt").read_text() == "2\n"
+    study.train("pretrained128", "pico", "pico_memory", 2, 1)  # finished: not trained again
+    assert len(calls) == 1
