@@ -144,8 +144,8 @@ def hdmnet_run(variant: str, fold: int, seed: int, threads: int) -> Path:
     for k in SHOTS:
         out = wd / f"test_{k}shot.json"
         if not out.is_file():
-            run_logged([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options", *common,
-                  f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
+            run_logged([sys.executable, "-m", "segproto.test", CFG, str(ckpt), "--out", str(out), "--cfg-options",
+                        *common, f"fewshot.shots={k}"], wd / f"test_{k}shot.log", threads)
     _keep(wd, ["metrics.json", *(f"test_{k}shot.json" for k in SHOTS), *RUN_INFO])
     r = {k: json.loads((wd / f"test_{k}shot.json").read_text()) for k in SHOTS}
     print(f"done {wd.name}: " + "  ".join(f"{k}-shot mIoU {r[k]['mIoU']:.2f} FB-IoU {r[k]['FB-IoU']:.2f}"
