@@ -105,13 +105,15 @@ def table(data: dict) -> str:
                      if _key(r) in base_runs and _value(r, k) is not None and _value(base_runs[_key(r)], k) is not None]
             cells.append(paired(pairs))
         lines.append("| " + " | ".join(cells) + " |")
-    if fewshot and any(r["variant"] == "prior_only" for r in runs):
-        lines += ["", _prior_floor(runs)]
+    floor_line = _prior_floor(runs) if fewshot else ""
+    if floor_line:
+        lines += ["", floor_line]
     return "\n".join(lines)
 
 
 def _prior_floor(runs: list[dict]) -> str:
-    """Trained model minus the untrained prior floor of the same fold, per variant and shot count."""
+    """Trained model minus the untrained prior floor of the same fold, per variant and shot count
+    ('' without a floor or without a trained run of a floored fold)."""
     floor = {r["fold"]: r for r in runs if r["variant"] == "prior_only"}
     parts = []
     for variant in dict.fromkeys(r["variant"] for r in runs if r["variant"] != "prior_only"):
@@ -120,6 +122,8 @@ def _prior_floor(runs: list[dict]) -> str:
                      if r["variant"] == variant and r["fold"] in floor]
             if diffs:
                 parts.append(f"{variant} {k.split('_')[1]} {paired(diffs)}")
+    if not parts:
+        return ""
     return "Trained model minus the prior floor of its fold (mIoU, 95% interval over fold x seed runs): " + \
         "; ".join(parts) + "."
 

@@ -236,3 +236,16 @@ def test_a_resumed_study_run_keeps_the_commit_and_threads_it_started_with(tmp_pa
     assert (wd / "commit.txt").read_text() == "first\n" and (wd / "threads.txt").read_text() == "2\n"
     study.train("pretrained128", "pico", "pico_memory", 2, 1)  # finished: not trained again
     assert len(calls) == 1
+
+
+def test_fewshot_table_states_the_floor_difference_only_when_there_is_one():
+    def run(variant, fold, seed, one, five):
+        return {"variant": variant, "fold": fold, "seed": seed, "metrics": {"mIoU_1shot": one, "mIoU_5shot": five}}
+
+    floors = [run("prior_only", 0, None, 17.0, 18.0), run("prior_only", 1, None, 4.0, 4.0)]
+    only_floors = tables.table({"study": "hdmnet", "runs": floors})
+    assert "prior_only | 2 |" in only_floors and "minus the prior floor" not in only_floors
+    # differences by hand: fold 0 13.5 - 17.0 = -3.5, 13.0 - 18.0 = -5.0 (one pair each)
+    text = tables.table({"study": "hdmnet", "runs": [*floors, run("distill", 0, 0, 13.5, 13.0)]})
+    assert text.endswith("(mIoU, 95% interval over fold x seed runs): distill 1shot -3.50 (1 pair); "
+                         "distill 5shot -5.00 (1 pair).")
