@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from segproto.config import ConfigError, config_from_dict, get_by_dotted, set_by_dotted, validate_dotted_key
+from segproto.config.fit import fraction_to_iteration, term_starts
 from segproto.config.yaml_io import read_yaml
 
 #: distribution name -> its arguments (docs/sweeps.md explains each).
@@ -181,16 +182,6 @@ def apply_params(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str
     return out
 
 
-#: Per method, the config keys at which its training terms switch on, and their unit: ``iters``
-#: (a term is 0 up to and including that iteration) or ``fraction`` (of ``train.iters``, floored,
-#: as :func:`segproto.methods.hiposeg.stage_starts`). Before its first start a trial trains plain CE.
-TERM_STARTS = {
-    "pico": (("loss.contrast.warmup_iters", "iters"),),
-    "hiposeg": (("loss.hiposeg.coarse_start", "fraction"), ("loss.hiposeg.fine_start", "fraction"),
-                ("loss.hiposeg.align_start", "fraction")),
-}
-
-
 def latest_start(space: SearchSpace, base: Mapping[str, Any], key: str, unit: str) -> tuple[int, bool]:
     """The latest iteration at which the term of ``key`` can switch on in a trial of ``space``
     (the largest value the space gives ``key``, else the config's), and whether ``key`` is swept."""
@@ -198,12 +189,13 @@ def latest_start(space: SearchSpace, base: Mapping[str, Any], key: str, unit: st
     param = next((p for p in space.params if p.key == key), None)
     values = param.edge_values() if param is not None else [get_by_dotted(base, key)]
     top = max(float(v) for v in values)
-    start = math.floor(round(top * iters, 6)) if unit == "fraction" else int(top)
+    start = fraction_to_iteration(top, iters) if unit == "fraction" else int(top)
     return min(start, iters), param is not None
 
 
 def first_rung_problems(space: SearchSpace, base: Mapping[str, Any], grace_period: int) -> tuple[list[str], list[str]]:
-    """What is wrong with ASHA's first rung for the method terms of ``base`` (a plain config dict).
+    """What is wrong with ASHA's first rung for the method terms of ``base`` (a plain config dict;
+    the terms' start keys are :func:`segproto.config.fit.term_starts`).
 
     The rung is the first evaluation at or after ``grace_period`` (ASHA records a trial at its first
     report past a milestone). A trial whose terms all start at or after the rung reaches it having
@@ -214,7 +206,7 @@ def first_rung_problems(space: SearchSpace, base: Mapping[str, Any], grace_perio
     Returns:
         ``(errors, warnings)``, one line each, naming the key, its latest start and the rung.
     """
-    starts = TERM_STARTS.get(base["method"]["name"], ())
+    starts = term_starts(base["method"]["name"])
     if not starts:
         return [], []
     iters, every = base["train"]["iters"], base["train"]["eval_interval"]

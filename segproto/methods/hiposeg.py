@@ -9,13 +9,13 @@ open: ``docs/methods/hiposeg.md``.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
 from segproto import ops
+from segproto.config.fit import fraction_to_iteration
 from segproto.config.sections.hiposeg import HiPoSegLossConfig
 from segproto.data.pipeline.taxonomy import Taxonomy
 from segproto.losses.hiposeg import (hierarchy_alignment_loss, online_prototypes, pixel_prototype_loss,
@@ -67,8 +67,8 @@ def stage_starts(cfg: HiPoSegLossConfig, num_levels: int, total_iters: int) -> t
     A term is active at iteration ``it`` (1-based) when ``it > start``.
     """
     fracs = [cfg.fine_start + (cfg.coarse_start - cfg.fine_start) * i / (num_levels - 1) for i in range(num_levels)]
-    at = lambda frac: math.floor(round(frac * total_iters, 6))  # noqa: E731 (0.075 * 1000 is 75, not 74)
-    return [at(f) for f in fracs], at(cfg.align_start)
+    return ([fraction_to_iteration(f, total_iters) for f in fracs],
+            fraction_to_iteration(cfg.align_start, total_iters))
 
 
 @register_method("hiposeg")

@@ -219,8 +219,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __init__(self, base: _PairedDataset, classes: Sequence[int], shots: int, *,
                  min_fg_pixels: int, num_episodes: int | None = None, seed: int = 0,
                  ignore_index: int = 255, exclude_classes: Sequence[int] = (),
-                 ignore_classes: Sequence[int] = (), skip_rare_classes: bool = False, pixel_counts: np.ndarray | None = None,
-                 max_tries: int = 10) -> None:
+                 ignore_classes: Sequence[int] = (), skip_rare_classes: bool = False,
+                 pixel_counts: np.ndarray | None = None, max_tries: int = 10) -> None:
         if shots < 1 or min_fg_pixels < 1 or max_tries < 1:
             raise ValueError(f"shots ({shots}), min_fg_pixels ({min_fg_pixels}) and max_tries "
                              f"({max_tries}) must be >= 1")
