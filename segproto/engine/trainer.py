@@ -33,7 +33,7 @@ from .logger import ScalarWriter, log_line, memory_mb, save_plots
 from .optim import build_optimizer, build_scheduler
 from .run_log import LOG_NAME, RunLog, WorkDirError, claim_work_dir  # noqa: F401  (WorkDirError re-exported)
 from .run_utils import NonFiniteLossError, check_finite_state, check_streams, eval_scalars, json_clean, setup_determinism, short_list
-from .state import gather_rng_states, seed_everything, set_rng_state
+from .state import gather_rng_states, rng_state, seed_everything, set_rng_state
 
 
 EvalCallback = Callable[[int, dict, Optional[Path]], None]
@@ -209,6 +209,17 @@ class Trainer:
             echo(f"load_from {path}: {len(weights)} tensors loaded; missing {len(missing)}, unexpected {len(unexpected)}")
 
     # ------------------------------------------------------------------ loop
+    def evaluate(self) -> dict:
+        """Evaluates the current weights on the val split as the loop does at an evaluation
+        iteration, and puts every RNG back as it was: a run resumed from a checkpoint and then
+        evaluated here trains on exactly as one that is not (the val loader draws its base seed
+        from the torch RNG). Collective under DDP: every rank calls it."""
+        state = rng_state()
+        try:
+            return self._evaluate()
+        finally:
+            set_rng_state(state)
+
     def _evaluate(self, final: bool = False) -> dict:
         """Whole-image evaluation of the val split (``cfg.test`` is for ``segproto.test``); the final
         one keeps its confusion matrix for ``confusion.json``."""

@@ -174,3 +174,71 @@ def test_trial_continues_from_the_checkpoint_tune_hands_back(tiny_cfg, tmp_path,
         (restored / ckpt).unlink()
     assert json.loads((tmp_path / "work_iter_3.pth" / "metrics.json").read_text())["IoU"] == \
         json.loads((full / "metrics.json").read_text())["IoU"]
+
+
+@pytest.mark.parametrize("handed", ["emptied", "gone", "truncated"])
+def test_trial_resumes_from_the_newer_checkpoint_when_tunes_is_broken(tiny_cfg, tmp_path, monkeypatch, one_thread,
+                                                                       handed):
+    """Tune deletes a trial's older checkpoint when it registers a newer one and records that only at
+    its next snapshot, so a sweep killed in between hands back a broken folder. The trial goes on
+    from the newer folder beside it, reports that checkpoint's evaluation again (Tune's history
+    lacks it), and ends with exactly the reports and weights of an uninterrupted run."""
+    from ray import tune
+
+    from search.sweep import trial_base
+    from search.trial import run_trial
+    from segproto.config import config_to_dict
+
+    base = trial_base(config_to_dict(tiny_cfg()))  # 6 iterations, evaluations at 3 and 6
+    full, want = tmp_path / "full", []
+    Trainer(config_from_dict(dict(base, train=dict(base["train"], max_keep_ckpts=-1))), full,
+            on_eval=lambda it, m, ckpt: want.append((it, m["mIoU"], m["aAcc"], m["mAcc"], [f"iter_{it}.pth"]))).run()
+    trial = tmp_path / "storage" / "trial_t0"
+    older, newer = trial / "checkpoint_000000", trial / "checkpoint_000001"
+    newer.mkdir(parents=True)
+    (newer / "iter_3.pth").write_bytes((full / "iter_3.pth").read_bytes())
+    if handed != "gone":
+        older.mkdir()
+    if handed == "truncated":
+        (older / "iter_3.pth").write_bytes((full / "iter_3.pth").read_bytes()[:1000])
+    got = []
+
+    def report(result, checkpoint=None):
+        got.append((result["iter"], result["mIoU"], result["aAcc"], result["mAcc"],
+                    sorted(p.name for p in Path(checkpoint.path).iterdir())))
+
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint(path=str(older)))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run_trial({}, base)
+    assert got == want  # iteration 3 reported again with the same numbers, then 6 as in the full run
+    final = json.loads((work / "metrics.json").read_text())
+    assert final["IoU"] == json.loads((full / "metrics.json").read_text())["IoU"]
+    assert not list(work.glob("*.pth"))
+
+
+def test_trial_starts_over_when_no_checkpoint_of_tunes_is_complete(tiny_cfg, tmp_path, monkeypatch, one_thread):
+    """A handed-back folder that is gone, with no newer one beside it: the trial trains from the
+    start (seeded, so its reports equal an uninterrupted run's)."""
+    from ray import tune
+
+    from search.sweep import trial_base
+    from search.trial import run_trial
+    from segproto.config import config_to_dict
+
+    base = trial_base(config_to_dict(tiny_cfg()))
+    want, got = [], []
+    Trainer(config_from_dict(base), tmp_path / "full",
+            on_eval=lambda it, m, ckpt: want.append((it, m["mIoU"]))).run()
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "report", lambda result, checkpoint=None: got.append((result["iter"], result["mIoU"])))
+    monkeypatch.setattr(tune, "get_checkpoint",
+                        lambda: tune.Checkpoint(path=str(tmp_path / "storage" / "trial_t0" / "checkpoint_000000")))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    run_trial({}, base)
+    assert got == want

@@ -4,6 +4,9 @@ then the same command with ``--resume`` (a plain rerun when Tune had not stored 
 The resumed sweep must finish with exactly the trials, reports, final weights and ``results.csv``
 of one uninterrupted sweep of the same config, and no temporary or partial file in its directory.
 
+A second test lands the kill where Tune has deleted a trial's older checkpoint but not yet recorded
+the newer one (``sweep_killed_after_delete.py``).
+
 ``SEGPROTO_FAULT_KILLS`` sets the number of kills (default 1 here, as each costs a Ray start and a
 resume, about 50 s; 20 for the full tier).
 """
@@ -32,7 +35,7 @@ from tests.engine.ray_procs import private_ray_tmp, processes_using  # noqa: E40
 pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("SEGPROTO_FAULT_KILLS", "1"))
-ITERS = 4  # evaluations (and Tune checkpoints) at 2 and 4
+ITERS = 6  # evaluations and Tune checkpoints at 2, 4, 6; num_to_keep 1 keeps the best and the latest: one goes
 TIMEOUT_S = 300
 
 
@@ -158,3 +161,30 @@ def test_kill_9_during_a_sweep_then_resume_is_exact(reference, seed):
         model = got["trials"][key]["model"]
         assert all(torch.equal(model[k], v) for k, v in trial["model"].items()), (seed, key)
     assert not _leftovers(wd), seed
+
+
+def test_kill_9_after_tune_deleted_an_older_checkpoint_then_resume_is_exact(reference):
+    """The resumed trial gets back a folder Tune emptied: it goes on from the newer checkpoint beside it."""
+    cfg, space, want, _, base = reference
+    wd, log_path = base / "kill_after_delete", base / "kill_after_delete.log"
+    command = _command(cfg, space, wd)
+    with private_ray_tmp() as ray_tmp:
+        with open(log_path, "w") as log:
+            proc = subprocess.run([sys.executable, str(Path(__file__).with_name("sweep_killed_after_delete.py")),
+                                   *command[1:]], cwd=REPO, env=_env(ray_tmp), stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=TIMEOUT_S)
+        _kill_ray(ray_tmp)
+        assert proc.returncode == -9 and _stored(wd), log_path.read_text()[-4000:]
+        emptied = [d for d in wd.glob("trial_*/checkpoint_*") if not any(d.iterdir())]
+        assert len(emptied) == 1, emptied
+        out = subprocess.run(_command(cfg, space, wd, "--resume"), cwd=REPO, env=_env(ray_tmp), capture_output=True,
+                             text=True, timeout=TIMEOUT_S)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    got = _outcome(wd)
+    assert got["rows"] == want["rows"]
+    for key, trial in want["trials"].items():
+        assert got["trials"][key]["reports"] == trial["reports"], key
+        assert got["trials"][key]["last"] == trial["last"], key
+        model = got["trials"][key]["model"]
+        assert all(torch.equal(model[k], v) for k, v in trial["model"].items()), key
+    assert not _leftovers(wd)
