@@ -62,15 +62,12 @@ def _restore(checkpoint: Any, work_dir: Path) -> tuple[Optional[Path], bool]:
     """
     if checkpoint is None:
         return None, False
-    with checkpoint.as_directory() as d:
-        found = _checkpoint_file(Path(d))
-        if found is not None:
-            return Path(shutil.copy2(found, work_dir / found.name)), False
-    for newer in reversed(_newer_checkpoints(checkpoint)):
-        with newer.as_directory() as d:
+    newest_first = [(newer, True) for newer in reversed(_newer_checkpoints(checkpoint))]
+    for candidate, unreported in [(checkpoint, False), *newest_first]:
+        with candidate.as_directory() as d:
             found = _checkpoint_file(Path(d))
             if found is not None:
-                return Path(shutil.copy2(found, work_dir / found.name)), True
+                return Path(shutil.copy2(found, work_dir / found.name)), unreported
     return None, False
 
 

@@ -176,6 +176,20 @@ def test_trial_continues_from_the_checkpoint_tune_hands_back(tiny_cfg, tmp_path,
         json.loads((full / "metrics.json").read_text())["IoU"]
 
 
+def _fake_tune_session(monkeypatch, tmp_path: Path, handed: Path, report) -> Path:
+    """Tune's session calls for ``run_trial`` outside Ray: trial ``t0``, ``report`` as ``tune.report``,
+    the checkpoint folder ``handed`` as what Tune hands back; returns the trial's working directory."""
+    from ray import tune
+
+    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
+    monkeypatch.setattr(tune, "report", report)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint(path=str(handed)))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
 @pytest.mark.parametrize("handed", ["emptied", "gone", "truncated"])
 def test_trial_resumes_from_the_newer_checkpoint_when_tunes_is_broken(tiny_cfg, tmp_path, monkeypatch, one_thread,
                                                                        handed):
@@ -183,8 +197,6 @@ def test_trial_resumes_from_the_newer_checkpoint_when_tunes_is_broken(tiny_cfg, 
     its next snapshot, so a sweep killed in between hands back a broken folder. The trial goes on
     from the newer folder beside it, reports that checkpoint's evaluation again (Tune's history
     lacks it), and ends with exactly the reports and weights of an uninterrupted run."""
-    from ray import tune
-
     from search.sweep import trial_base
     from search.trial import run_trial
     from segproto.config import config_to_dict
@@ -207,12 +219,7 @@ def test_trial_resumes_from_the_newer_checkpoint_when_tunes_is_broken(tiny_cfg, 
         got.append((result["iter"], result["mIoU"], result["aAcc"], result["mAcc"],
                     sorted(p.name for p in Path(checkpoint.path).iterdir())))
 
-    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
-    monkeypatch.setattr(tune, "report", report)
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint(path=str(older)))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    work = _fake_tune_session(monkeypatch, tmp_path, older, report)
     run_trial({}, base)
     assert got == want  # iteration 3 reported again with the same numbers, then 6 as in the full run
     final = json.loads((work / "metrics.json").read_text())
@@ -223,8 +230,6 @@ def test_trial_resumes_from_the_newer_checkpoint_when_tunes_is_broken(tiny_cfg, 
 def test_trial_starts_over_when_no_checkpoint_of_tunes_is_complete(tiny_cfg, tmp_path, monkeypatch, one_thread):
     """A handed-back folder that is gone, with no newer one beside it: the trial trains from the
     start (seeded, so its reports equal an uninterrupted run's)."""
-    from ray import tune
-
     from search.sweep import trial_base
     from search.trial import run_trial
     from segproto.config import config_to_dict
@@ -233,12 +238,7 @@ def test_trial_starts_over_when_no_checkpoint_of_tunes_is_complete(tiny_cfg, tmp
     want, got = [], []
     Trainer(config_from_dict(base), tmp_path / "full",
             on_eval=lambda it, m, ckpt: want.append((it, m["mIoU"]))).run()
-    monkeypatch.setattr(tune, "get_context", lambda: type("Ctx", (), {"get_trial_id": lambda self: "t0"})())
-    monkeypatch.setattr(tune, "report", lambda result, checkpoint=None: got.append((result["iter"], result["mIoU"])))
-    monkeypatch.setattr(tune, "get_checkpoint",
-                        lambda: tune.Checkpoint(path=str(tmp_path / "storage" / "trial_t0" / "checkpoint_000000")))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    _fake_tune_session(monkeypatch, tmp_path, tmp_path / "storage" / "trial_t0" / "checkpoint_000000",
+                       lambda result, checkpoint=None: got.append((result["iter"], result["mIoU"])))
     run_trial({}, base)
     assert got == want

@@ -104,6 +104,20 @@ def _leftovers(wd: Path) -> list[str]:
     return bad
 
 
+def _assert_same_outcome(wd: Path, want: dict, tag) -> None:
+    """The resumed sweep in ``wd`` ends as the uninterrupted one: the same trials (none lost, none run
+    twice as a new trial), reports, last reports and final weights, and no leftover file."""
+    got = _outcome(wd)
+    assert got["rows"] == want["rows"], tag
+    assert got["trials"].keys() == want["trials"].keys(), tag
+    for key, trial in want["trials"].items():
+        assert got["trials"][key]["reports"] == trial["reports"], (tag, key)
+        assert got["trials"][key]["last"] == trial["last"], (tag, key)
+        model = got["trials"][key]["model"]
+        assert all(torch.equal(model[k], v) for k, v in trial["model"].items()), (tag, key)
+    assert not _leftovers(wd), tag
+
+
 @pytest.fixture(scope="module")
 def reference(tiny_root, tmp_path_factory):
     """The config, the space, the uninterrupted sweep's outcome, and the seconds from Tune's first
@@ -152,15 +166,7 @@ def test_kill_9_during_a_sweep_then_resume_is_exact(reference, seed):
                              text=True, timeout=TIMEOUT_S)
     assert proc.returncode == -9, (seed, proc.returncode, log_path.read_text()[-4000:])  # killed, not finished
     assert out.returncode == 0, (seed, (out.stdout + out.stderr)[-4000:])
-    got = _outcome(wd)
-    assert got["rows"] == want["rows"], seed  # the same trials: none lost, none run twice as a new trial
-    assert got["trials"].keys() == want["trials"].keys(), seed
-    for key, trial in want["trials"].items():
-        assert got["trials"][key]["reports"] == trial["reports"], (seed, key)
-        assert got["trials"][key]["last"] == trial["last"], (seed, key)
-        model = got["trials"][key]["model"]
-        assert all(torch.equal(model[k], v) for k, v in trial["model"].items()), (seed, key)
-    assert not _leftovers(wd), seed
+    _assert_same_outcome(wd, want, seed)
 
 
 def test_kill_9_after_tune_deleted_an_older_checkpoint_then_resume_is_exact(reference):
@@ -180,11 +186,4 @@ def test_kill_9_after_tune_deleted_an_older_checkpoint_then_resume_is_exact(refe
         out = subprocess.run(_command(cfg, space, wd, "--resume"), cwd=REPO, env=_env(ray_tmp), capture_output=True,
                              text=True, timeout=TIMEOUT_S)
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    got = _outcome(wd)
-    assert got["rows"] == want["rows"]
-    for key, trial in want["trials"].items():
-        assert got["trials"][key]["reports"] == trial["reports"], key
-        assert got["trials"][key]["last"] == trial["last"], key
-        model = got["trials"][key]["model"]
-        assert all(torch.equal(model[k], v) for k, v in trial["model"].items()), key
-    assert not _leftovers(wd)
+    _assert_same_outcome(wd, want, "after delete")
