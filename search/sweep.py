@@ -203,16 +203,19 @@ def experiment_location(args: argparse.Namespace, work_dir: Path) -> tuple[str, 
 def new_tuner(trainable: Any, args: argparse.Namespace, space: SearchSpace, train: Mapping[str, Any],
               storage: str, name: str) -> Any:
     """A Tuner: seeded TPE behind a concurrency limiter, ASHA on ``mIoU`` over training iterations
-    (or FIFO), retries, and at most ``num_to_keep`` (+ the latest) checkpoints per trial."""
+    (or FIFO), retries, and at most ``num_to_keep`` (+ the latest) checkpoints per trial. The ASHA
+    rebuilds its rungs from the stored reports on ``--resume`` (``search/asha.py``)."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from search.asha import ResumableASHA
+
     searcher = ConcurrencyLimiter(OptunaSearch(sampler=optuna.samplers.TPESampler(seed=args.seed)),
                                   max_concurrent=args.max_concurrent)
-    scheduler = (ASHAScheduler(time_attr=TIME_ATTR, max_t=train["iters"], reduction_factor=args.reduction_factor,
+    scheduler = (ResumableASHA(time_attr=TIME_ATTR, max_t=train["iters"], reduction_factor=args.reduction_factor,
                                grace_period=args.grace_period or train["eval_interval"])
                  if args.scheduler == "asha" else FIFOScheduler())
     return tune.Tuner(

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,6 +131,51 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_cfg, 
     [final] = trial_dir.glob(f"checkpoint_*/iter_{iters}.pth")
     want, got = load_checkpoint(tmp_path / "reference" / f"iter_{iters}.pth")["model"], load_checkpoint(final)["model"]
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+def _rung_reports(wd: Path, rung: int) -> list[tuple[float, str, float]]:
+    """``(time, trial id, mIoU)`` of each trial's first report at or past iteration ``rung``, in time order."""
+    out = []
+    for d in wd.glob("trial_*"):
+        with open(d / "progress.csv") as f:
+            first = next((r for r in csv.DictReader(f) if r["mIoU"] and int(float(r["iter"])) >= rung), None)
+        if first is not None:
+            out.append((float(first["timestamp"]), d.name.removeprefix("trial_"), float(first["mIoU"])))
+    return sorted(out)
+
+
+@pytest.mark.slow
+def test_resumed_asha_sweep_decides_as_an_uninterrupted_one(write_cfg, write_space, tmp_path, one_thread):
+    """Ray Tune forgets the scheduler's rungs on ``--resume``; ``search.asha`` restores them from the
+    trials' ``progress.csv``. Oracle: ASHA replayed by hand on every trial's rung report in time order
+    (stopped iff below the median of the earlier rung scores), the same as in one uninterrupted sweep."""
+    iters, rung = 15, 9
+    cfg, space, wd = write_cfg(iters=iters), write_space(SPACE), tmp_path / "sweep"
+    cmd = sweep(cfg, space, wd, "--max-concurrent", "1", "--grace-period", str(rung))
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 200
+        while not _second_trial_under_way(wd, iters):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    before = _rung_reports(wd, rung)
+    assert before  # the finished trial passed the rung before the interrupt
+
+    resumed = subprocess.run(cmd + ["--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    for _, tid, miou in before:
+        assert f"ASHA: trial {tid}: rung scores restored mIoU {miou:.4f} at iter {rung}" in resumed.stdout
+
+    rows = {r["trial_id"]: r for r in read_rows(wd)}
+    assert len(rows) == 3
+    seen: list[float] = []
+    for _, tid, miou in _rung_reports(wd, rung):
+        stop = bool(seen) and miou < float(np.nanpercentile(seen, 50))
+        assert rows[tid]["status"] == ("early_stopped" if stop else "completed"), (tid, miou, seen)
+        seen.append(miou)
 
 
 def test_resume_needs_an_interrupted_sweep(write_cfg, write_space, tmp_path, capsys):
