@@ -87,6 +87,8 @@ STUDIES: dict[str, dict[str, dict[str, tuple[str, list[str]]]]] = {
             "pico_synthesis": (f"{P128}/pico.yaml", ["loss.contrast.sampling=hardest",
                                                      "loss.contrast.synth_neg_neg=64",
                                                      "loss.contrast.synth_neg_anchor=64"]),
+            # the best trial of the 12-trial sweep (search/spaces/pretrained128_pico.yaml)
+            "pico_swept": (f"{P128}/pico_swept.yaml", []),
         },
         "hiposeg": {
             "ce": (f"{P128}/ce.yaml", []),

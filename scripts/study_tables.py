@@ -156,17 +156,25 @@ def sweep_table(data: dict) -> str:
     """One row per trial (best validation mIoU first, unscored last) with its values of the swept keys
     and its validation mIoU at every evaluated iteration; the config's defaults on the first row."""
     keys = list(data["space"])
-    iters = sorted({r["iter"] for t in data["trials"] for r in t["reports"] if "mIoU" in r})
+    iters = sorted({r["iter"] for t in data["trials"] for r in [*t["reports"], *t.get("continued", [])]
+                    if "mIoU" in r})
     head = ["trial", "status", *(f"`{k.rpartition('.')[2]}`" for k in keys), *(f"mIoU @ {i}" for i in iters)]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2),
              "| " + " | ".join(["defaults", "", *(_fmt(data["defaults"][k]) for k in keys), *("" for _ in iters)])
              + " |"]
-    order = sorted(data["trials"], key=lambda t: (t["best_mIoU"] is None, -(t["best_mIoU"] or 0.0), t["trial_id"]))
+    def score(t: dict) -> float:
+        return max((r["mIoU"] for r in [*t["reports"], *t.get("continued", [])] if "mIoU" in r), default=-1.0)
+
+    order = sorted(data["trials"], key=lambda t: (t["best_mIoU"] is None, -score(t), t["trial_id"]))
     for t in order:
-        at = {r["iter"]: r["mIoU"] for r in t["reports"] if "mIoU" in r}
+        at = {r["iter"]: f"{r['mIoU']:.2f}" for r in t["reports"] if "mIoU" in r}
+        at.update({r["iter"]: f"{r['mIoU']:.2f}†" for r in t.get("continued", []) if "mIoU" in r})
         name = f"**{t['trial_id']}**" if t["trial_id"] == data["best"] else t["trial_id"]
         lines.append("| " + " | ".join([name, t["status"], *(_fmt(t["params"].get(k, "")) for k in keys),
-                                        *(f"{at[i]:.2f}" if i in at else "" for i in iters)]) + " |")
+                                        *(at.get(i, "") for i in iters)]) + " |")
+    if any(t.get("continued") for t in data["trials"]):
+        lines += ["", "† trained on to the end outside Tune from the trial's last checkpoint "
+                  "(`scripts/sweep_continue.py`), after ASHA stopped it wrongly."]
     return "\n".join(lines)
 
 

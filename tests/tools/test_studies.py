@@ -209,6 +209,27 @@ def test_sweep_record_and_table_from_a_sweep_work_dir(tmp_path):
         "| aaa | early_stopped | 0.2 | 250 | 30.50 |  |  |",
         "| ccc | error | 0.03 | 0 |  |  |  |",
     ]
+
+    # aaa, stopped wrongly at 500, trained on by scripts/sweep_continue.py past bbb: it becomes the best
+    cont = tmp_path / "continued"
+    cont.mkdir()
+    (cont / "aaa.json").write_text(json.dumps({"trial_id": "aaa", "continuation": [
+        {"iter": 1000, "mIoU": 38.5, "aAcc": 90.0, "mAcc": 50.0, "mIoU_fine": 38.5},
+        {"iter": 1500, "mIoU": 40.125, "aAcc": 90.5, "mAcc": 51.0}]}))
+    data = record.build(wd, "r_pico", "python search/sweep.py x", cont)
+    assert (data["best"], data["best_tune"]) == ("aaa", "bbb")
+    aaa = next(t for t in data["trials"] if t["trial_id"] == "aaa")
+    assert aaa["continued"] == [{"iter": 1000, "mIoU": 38.5, "aAcc": 90.0, "mAcc": 50.0},
+                                {"iter": 1500, "mIoU": 40.125, "aAcc": 90.5, "mAcc": 51.0}]
+    assert aaa["status"] == "early_stopped" and aaa["best_mIoU"] == 30.5  # Tune's own view is kept
+    assert tables.sweep_table(data).splitlines()[3:5] == [
+        "| **aaa** | early_stopped | 0.2 | 250 | 30.50 | 38.50† | 40.12† |",
+        "| bbb | completed | 0.0856 | 500 | 30.67 | 38.08 | 39.77 |"]
+    assert tables.sweep_table(data).splitlines()[-1].startswith("† trained on to the end outside Tune")
+    (cont / "zzz.json").write_text(json.dumps({"trial_id": "zzz", "continuation": []}))
+    with pytest.raises(SystemExit, match="zzz not trials of"):
+        record.build(wd, "r_pico", "x", cont)
+
     (wd / "results.csv").unlink()
     with pytest.raises(SystemExit, match="results.csv not found"):
         record.build(wd, "r_pico", "x")
@@ -249,3 +270,36 @@ def test_fewshot_table_states_the_floor_difference_only_when_there_is_one():
     text = tables.table({"study": "hdmnet", "runs": [*floors, run("distill", 0, 0, 13.5, 13.0)]})
     assert text.endswith("(mIoU, 95% interval over fold x seed runs): distill 1shot -3.50 (1 pair); "
                          "distill 5shot -5.00 (1 pair).")
+
+
+def test_asha_replay_marks_the_decisions_a_resume_changed(tmp_path, capsys):
+    """Hand-computed (rung 1000, rf 2; cut = median of the earlier rung scores): a 38.08 (first)
+    and b 38.24 pass; c 39.06 passes; d 39.11 passes (cut 38.24) though the sweep stopped it; e 37.0
+    stops (cut (38.24 + 39.06) / 2 = 38.65) though the sweep kept it; f 38.50 passes (cut 38.24)."""
+    replay = _script("asha_replay")
+    assert replay.milestones(1000, 2, 1500) == [1000] and replay.milestones(1, 3, 27) == [1, 3, 9, 27]
+
+    def trial(tid, status, *reports):
+        return {"trial_id": tid, "status": status,
+                "reports": [{"iter": i, "mIoU": m, "timestamp": ts} for i, m, ts in reports]}
+
+    trials = [trial("a", "completed", (500, 30.0, 1), (1000, 38.08, 2), (1500, 39.8, 3)),
+              trial("b", "completed", (1000, 38.24, 4), (1500, 40.0, 5)),
+              trial("c", "completed", (1000, 39.06, 6), (1500, 40.96, 8)),
+              trial("d", "early_stopped", (1000, 39.11, 9)),
+              trial("e", "completed", (1000, 37.0, 10), (1500, 38.4, 11)),
+              trial("f", "completed", (1000, 38.50, 12), (1500, 40.1, 13))]
+    got = replay.replay(trials, [1000], 2)
+    assert {t: r["stopped_at"] for t, r in got.items()} == {"a": None, "b": None, "c": None, "d": None,
+                                                            "e": 1000, "f": None}
+    record = tmp_path / "r.json"
+    record.write_text(json.dumps({"trials": trials}))
+    assert replay.main([str(record), "--grace-period", "1000", "--max-t", "1500"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[5] == "| d | 39.11 | continued | early_stopped | differs |"
+    assert rows[6] == "| e | 37.00 | stopped at 1000 | completed | differs |"
+    assert rows[7] == "| f | 38.50 | continued | completed |  |"
+    del trials[0]["reports"][0]["timestamp"]
+    record.write_text(json.dumps({"trials": trials}))
+    with pytest.raises(SystemExit, match="without a timestamp"):
+        replay.main([str(record), "--grace-period", "1000", "--max-t", "1500"])
