@@ -1,5 +1,5 @@
 """DDP on 2 CPU processes (gloo): torchrun, two torchrun "nodes" and Ray Train workers (one of them
-killed mid-run: the worker group restarts from its last checkpoint) give the same run, and the
+killed mid-run: the worker group restarts from its last registered checkpoint) give the same run, and the
 update of each step is the mean of the ranks' gradients over the global batch.
 
 A 1-process run of the same global batch is not the reference to compare metrics with: BatchNorm
@@ -12,6 +12,7 @@ with the mean of their gradients (:func:`_reference_steps`).
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,10 @@ from tests.engine.ray_procs import private_ray_tmp, processes_using
 
 PER_RANK = ["data.batch_size=2", "model.dropout=0"]  # 2 ranks x 2 = the global batch of 4; no per-rank dropout masks
 TIMEOUT = 300
+# Evaluations and checkpoints every 3 iterations. The run is long enough for Ray Train's controller,
+# which registers a checkpoint some time after the workers report it (seconds on a loaded machine),
+# to register one while the workers still train: the kill must land mid-run.
+ITERS = 24
 
 
 def _free_port() -> int:
@@ -57,11 +62,11 @@ def _train(cfg: Path, work_dir: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_root):
-    """The same 2-rank run of the tiny config (6 iterations, evaluations and checkpoints at 3 and
-    6) by torchrun, by two torchrun launches as two nodes, and by ``--launcher ray``."""
+    """The same 2-rank run of the tiny config (``ITERS`` iterations, evaluations and checkpoints every
+    3) by torchrun, by two torchrun launches as two nodes, and by ``--launcher ray``."""
     tmp = tmp_path_factory.mktemp("ddp")
     cfg = tmp / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_cfg_dict(tiny_root)))
+    cfg.write_text(yaml.safe_dump(tiny_cfg_dict(tiny_root, iters=ITERS)))
     out = {"cfg": cfg, "torchrun": tmp / "torchrun", "nodes": tmp / "nodes", "ray": tmp / "ray"}
     _check(subprocess.run(_torchrun("--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
                                     str(_free_port()), *_train(cfg, out["torchrun"])),
@@ -81,8 +86,8 @@ def runs(tmp_path_factory, tiny_root):
             if p.poll() is None:
                 p.kill()
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(log[-3000:] for log in logs)
-    # Ray Train workers; one of them is killed (SIGKILL) once the checkpoint of iteration 3 is registered:
-    # the worker group restarts from it (--max-failures 1) and the run still ends as torchrun's.
+    # Ray Train workers; one of them is killed (SIGKILL) as soon as the controller has registered a
+    # checkpoint: the worker group restarts from it (--max-failures 1) and the run still ends as torchrun's.
     log = tmp / "ray.log"
     with private_ray_tmp() as ray_tmp, open(log, "w") as stdout:
         proc = subprocess.Popen([sys.executable, *_train(cfg, out["ray"]), "--launcher", "ray", "--workers", "2",
@@ -90,10 +95,11 @@ def runs(tmp_path_factory, tiny_root):
                                 env=_env(RAY_TMPDIR=ray_tmp))
         try:
             deadline = time.monotonic() + TIMEOUT
-            while (workers := _ray_train_workers(ray_tmp)) == [] or _registered(out["ray"] / "ray_train") != 3:
+            while (workers := _ray_train_workers(ray_tmp)) == [] or not (at := _registered(out["ray"] / "ray_train")):
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
                 time.sleep(0.1)
             os.kill(workers[-1], signal.SIGKILL)
+            out["killed_after"] = at
             assert proc.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, log.read_text()[-4000:]
         finally:
             if proc.poll() is None:
@@ -131,13 +137,17 @@ def test_ray_train_workers_and_two_nodes_give_the_torchrun_run(runs):
         got = _metrics(runs[other])
         keys = ("aAcc", "mIoU", "mAcc", "IoU")
         assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
-        for it in (3, 6):
+        for it in (3, 6, ITERS):
             assert _same_weights(runs[other] / f"iter_{it}.pth", runs["torchrun"] / f"iter_{it}.pth"), (other, it)
-        assert load_checkpoint(runs[other] / "iter_6.pth")["meta"]["world_size"] == 2
+        assert load_checkpoint(runs[other] / f"iter_{ITERS}.pth")["meta"]["world_size"] == 2
     assert not (runs["ray"] / "ray_train").exists()  # Ray Train's copies are removed after a successful run
-    assert "resumed from " in runs["ray_log"] and "at iteration 3" in runs["ray_log"]  # the killed worker's group
+    at = runs["killed_after"]
+    assert at < ITERS, f"the controller registered iteration {at} only: the kill came after the training"
+    # the killed worker's group went on from the registered checkpoint (or a later one it registered meanwhile)
+    resumed = [int(m) for m in re.findall(r"resumed from \S+ at iteration (\d+)", runs["ray_log"])]
+    assert len(resumed) == 1 and at <= resumed[0] < ITERS, (at, resumed)
     scalars = [json.loads(line) for line in (runs["ray"] / "scalars.jsonl").read_text().splitlines()]
-    assert [s["iter"] for s in scalars if s["mode"] == "val"] == [3, 6]
+    assert [s["iter"] for s in scalars if s["mode"] == "val"] == list(range(3, ITERS + 1, 3))
 
 
 @pytest.mark.slow
@@ -145,7 +155,7 @@ def test_ddp_evaluation_sums_over_ranks(runs):
     # The confusion matrix is summed over ranks, and every rank holds the same weights (the gradient
     # all-reduce): a 1-process test of the checkpoint gives exactly the DDP run's numbers.
     out = runs["cfg"].parent / "test.json"
-    ckpt = runs["torchrun"] / "iter_6.pth"
+    ckpt = runs["torchrun"] / f"iter_{ITERS}.pth"  # the run's last: metrics.json is its evaluation
     _check(subprocess.run([sys.executable, "-m", "segproto.test", str(runs["cfg"]), str(ckpt),
                            "--split", "val", "--out", str(out)], capture_output=True, text=True, cwd=REPO, env=_env(),
                           timeout=TIMEOUT))
