@@ -88,20 +88,26 @@ def _second_trial_under_way(wd: Path, iters: int) -> bool:
     return bool(done and going)
 
 
-@pytest.mark.slow
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_cfg, write_space, tmp_path, one_thread):
-    iters = 15
-    cfg, space, wd = write_cfg(iters=iters), write_space(SPACE), tmp_path / "sweep"
-    cmd = sweep(cfg, space, wd, "--max-concurrent", "1", "--scheduler", "fifo")
-    log = tmp_path / "first.log"
+def _interrupt_with_a_second_trial_under_way(cmd: list[str], wd: Path, iters: int, log: Path) -> Path:
+    """Runs the sweep ``cmd`` and sends it Ctrl-C (SIGINT: Tune saves the experiment state and stops)
+    once one trial finished and another is under way; it must exit 130. Returns its log."""
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 200
         while not _second_trial_under_way(wd, iters):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+        proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    return log
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_cfg, write_space, tmp_path, one_thread):
+    iters = 15
+    cfg, space, wd = write_cfg(iters=iters), write_space(SPACE), tmp_path / "sweep"
+    cmd = sweep(cfg, space, wd, "--max-concurrent", "1", "--scheduler", "fifo")
+    log = _interrupt_with_a_second_trial_under_way(cmd, wd, iters, tmp_path / "first.log")
     assert "sweep interrupted; continue it with:" in log.read_text()
     before = read_rows(wd)
     finished = [r for r in before if r["status"] == "completed"]
@@ -152,15 +158,7 @@ def test_resumed_asha_sweep_decides_as_an_uninterrupted_one(write_cfg, write_spa
     iters, rung = 15, 9
     cfg, space, wd = write_cfg(iters=iters), write_space(SPACE), tmp_path / "sweep"
     cmd = sweep(cfg, space, wd, "--max-concurrent", "1", "--grace-period", str(rung))
-    log = tmp_path / "first.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 200
-        while not _second_trial_under_way(wd, iters):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    _interrupt_with_a_second_trial_under_way(cmd, wd, iters, tmp_path / "first.log")
     before = _rung_reports(wd, rung)
     assert before  # the finished trial passed the rung before the interrupt
 
