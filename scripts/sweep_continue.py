@@ -8,7 +8,9 @@ The trial's config is rebuilt the way ``search/trial.py`` builds it (the sweep's
 the trial's last checkpoint (``trial_<id>/checkpoint_NNNNNN/iter_N.pth``) in
 ``<sweep>/continued/trial_<id>``. ``--out`` receives ``<id>.json``: the trial's values, seed,
 the checkpoint it continued from, its evaluations from Tune (``progress.csv``) and those of the
-continuation. A rerun skips a trial whose record exists.
+continuation. A rerun skips a trial whose record exists. An interrupted continuation resumes from
+its own last checkpoint and keeps the evaluations made before it (``continuation_evals.json`` in
+its folder); one interrupted before its first own checkpoint starts again from the trial's.
 
 It serves sweeps whose early stopping is known to have been wrong for a trial (docs/results.md,
 "PiCo sweep"): the continuation gives the score the trial would have reached had it gone on.
@@ -27,6 +29,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+EVALS = "continuation_evals.json"  # the continuation's evaluations so far, beside its checkpoints
 
 
 def last_checkpoint(trial_dir: Path) -> Path:
@@ -77,10 +81,20 @@ def main(argv: list[str] | None = None) -> int:
             resume: object = True  # an interrupted continuation: go on from its own last checkpoint
         else:  # a copy: the trainer's checkpoint rotation never touches the sweep's own files
             resume = shutil.copy2(ckpt, work_dir / f"start_{ckpt.name}")
+        evals_file = work_dir / EVALS
         evals: list[dict] = []
+
+        def on_eval(it: int, metrics: dict, _ckpt: object) -> None:
+            evals.append({"iter": it, **dict(metrics)})
+            tmp = evals_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(evals, indent=1) + "\n")
+            tmp.replace(evals_file)
+
         start = time.time()
-        Trainer(cfg, work_dir, resume=resume, force=False,
-                on_eval=lambda it, metrics, _ckpt: evals.append({"iter": it, **dict(metrics)})).run()
+        trainer = Trainer(cfg, work_dir, resume=resume, force=False, on_eval=on_eval)
+        if resume is True and evals_file.is_file():  # keep what earlier processes evaluated up to the resumed iteration
+            evals.extend(e for e in json.loads(evals_file.read_text()) if e["iter"] <= trainer.start_iter)
+        trainer.run()
         record = {"trial_id": tid, "params": params, "seed": cfg.seed, "train_iters": cfg.train.iters,
                   "continued_from": str(ckpt), "tune_history": tune_history(trial_dir),
                   "continuation": evals, "wall_s": round(time.time() - start, 1)}

@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -25,11 +26,11 @@ def _script():
     return module
 
 
-def _fake_sweep(tmp_path, tiny_root):
+def _fake_sweep(tmp_path, tiny_root, iters=ITERS):
     """A sweep folder as search/sweep.py leaves it for a trial stopped at iteration 3: the trial
     config's ``sweep_base.yaml``, the trial's ``params.json``, ``progress.csv`` and its Tune checkpoint."""
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(yaml.safe_dump(tiny_cfg_dict(tiny_root, iters=ITERS)))
+    cfg_file.write_text(yaml.safe_dump(tiny_cfg_dict(tiny_root, iters=iters)))
     base = config_to_dict(load_config(cfg_file))
     sweep = tmp_path / "sweep"
     trial = sweep / "trial_abc123"
@@ -69,3 +70,35 @@ def test_continued_trial_matches_the_uninterrupted_run_and_is_recorded(tmp_path,
     assert [(r["iter"], r["mIoU"]) for r in record["continuation"]] == [(it, m["mIoU"]) for it, m in evals[1:]]
 
     assert _script().main([str(sweep), "abc123", "--out", str(out)]) == 0  # a rerun skips the recorded trial
+
+
+def test_twice_interrupted_continuation_keeps_every_evaluation(tmp_path, tiny_root, monkeypatch):
+    """Stopped by Ctrl-C right after its evaluation at iteration 6, the continuation resumes from its
+    own checkpoint there, and the record still holds that evaluation beside the one at 9."""
+    import segproto.engine
+
+    iters = 9
+    sweep, full, evals = _fake_sweep(tmp_path, tiny_root, iters=iters)
+    assert [it for it, _ in evals] == [3, 6, 9]
+    out = tmp_path / "records"
+
+    class StoppedAfterSix(Trainer):
+        def __init__(self, *args, on_eval, **kwargs):
+            def stop(it, metrics, ckpt):
+                on_eval(it, metrics, ckpt)
+                if it == 6:
+                    raise KeyboardInterrupt
+            super().__init__(*args, on_eval=stop, **kwargs)
+
+    monkeypatch.setattr(segproto.engine, "Trainer", StoppedAfterSix)
+    with pytest.raises(KeyboardInterrupt):
+        _script().main([str(sweep), "abc123", "--out", str(out)])
+    assert not (out / "abc123.json").exists()
+    monkeypatch.setattr(segproto.engine, "Trainer", Trainer)
+    assert _script().main([str(sweep), "abc123", "--out", str(out)]) == 0
+
+    record = json.loads((out / "abc123.json").read_text())
+    assert [(r["iter"], r["mIoU"]) for r in record["continuation"]] == [(it, m["mIoU"]) for it, m in evals[1:]]
+    got = load_checkpoint(sweep / "continued" / "trial_abc123" / f"iter_{iters}.pth")["model"]
+    want = load_checkpoint(full / f"iter_{iters}.pth")["model"]
+    assert all(torch.equal(got[k], want[k]) for k in want)
