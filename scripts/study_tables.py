@@ -152,6 +152,13 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def trial_score(trial: dict) -> float | None:
+    """A sweep trial's best validation mIoU over Tune's reports and, for a trial trained on after ASHA
+    stopped it wrongly, its continuation's evaluations; None for a trial never evaluated."""
+    scores = [r["mIoU"] for r in [*trial["reports"], *trial.get("continued", [])] if "mIoU" in r]
+    return max(scores) if scores else None
+
+
 def sweep_table(data: dict) -> str:
     """One row per trial (best validation mIoU first, unscored last) with its values of the swept keys
     and its validation mIoU at every evaluated iteration; the config's defaults on the first row."""
@@ -162,10 +169,7 @@ def sweep_table(data: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2),
              "| " + " | ".join(["defaults", "", *(_fmt(data["defaults"][k]) for k in keys), *("" for _ in iters)])
              + " |"]
-    def score(t: dict) -> float:
-        return max((r["mIoU"] for r in [*t["reports"], *t.get("continued", [])] if "mIoU" in r), default=-1.0)
-
-    order = sorted(data["trials"], key=lambda t: (t["best_mIoU"] is None, -score(t), t["trial_id"]))
+    order = sorted(data["trials"], key=lambda t: (trial_score(t) is None, -(trial_score(t) or 0.0), t["trial_id"]))
     for t in order:
         at = {r["iter"]: f"{r['mIoU']:.2f}" for r in t["reports"] if "mIoU" in r}
         at.update({r["iter"]: f"{r['mIoU']:.2f}†" for r in t.get("continued", []) if "mIoU" in r})

@@ -36,6 +36,7 @@ from segproto.config import get_by_dotted
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study import git_commit  # noqa: E402
+from study_tables import trial_score  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "benchmarks" / "results" / "studies" / "sweeps"
@@ -94,8 +95,7 @@ def build(work_dir: Path, name: str, command: str, continued_dir: Path | None = 
         raise SystemExit(f"error: --continued {continued_dir}: {', '.join(sorted(continued))} not trials of {work_dir}")
     scored = [t for t in trials if t["best_mIoU"] is not None]
     best_tune = max(scored, key=lambda t: t["best_mIoU"])["trial_id"] if scored else None
-    overall = [(max(r["mIoU"] for r in [*t["reports"], *t["continued"]] if "mIoU" in r), t["trial_id"])
-               for t in scored]
+    overall = [(trial_score(t), t["trial_id"]) for t in scored if trial_score(t) is not None]
     best = max(overall)[1] if overall else None
     return {"sweep": name, "command": command, "commit": git_commit(work_dir), "space": space,
             "defaults": {k: get_by_dotted(base, k) for k in space}, "best": best, "best_tune": best_tune,
