@@ -76,8 +76,10 @@ def run_isolated(module: str, args: list[str]) -> dict:
 
 
 def machine() -> dict:
+    from segproto.utils.env import cpu_model
+
     info = {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             # torch's CPU allocator: 1 = huge pages for large tensors (fewer first-touch page faults)
             "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
     if torch.cuda.is_available():

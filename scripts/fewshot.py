@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import run_logged, train_run  # noqa: E402
+from study import MACHINE, run_logged, train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
@@ -69,7 +69,7 @@ def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
     train_run(config, wd, overrides, threads, wd.parent / f"{wd.name}.log")
 
 
-RUN_INFO = ["commit.txt", "threads.txt", "wall_s.txt"]
+RUN_INFO = ["commit.txt", "threads.txt", "wall_s.txt", MACHINE]
 
 
 def _keep(wd: Path, names: list[str]) -> None:
@@ -227,12 +227,14 @@ def write_study() -> Path:
             for k, t in tests.items():
                 res = json.loads(t.read_text())
                 metrics.update({f"mIoU_{k}shot": res["mIoU"], f"FB-IoU_{k}shot": res["FB-IoU"]})
-            info = {f[:-4]: (wd / f).read_text().strip() for f in RUN_INFO if (wd / f).is_file()}
+            info = {f[:-4]: (wd / f).read_text().strip() for f in RUN_INFO if f.endswith(".txt") and (wd / f).is_file()}
             runs.append({"variant": variant, "fold": int(fold), "seed": int(seed) if seed else None,
                          "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
                          "threads": int(info["threads"]) if "threads" in info else None,
                          "wall_s": float(info["wall_s"]) if "wall_s" in info else None,
-                         "commit": info.get("commit"), "metrics": metrics})
+                         "commit": info.get("commit"),
+                         **({"machine": json.loads((wd / MACHINE).read_text())} if (wd / MACHINE).is_file() else {}),
+                         "metrics": metrics})
     STUDIES.mkdir(parents=True, exist_ok=True)
     path = STUDIES / f"{REGIME}_hdmnet.json"
     path.write_text(json.dumps({"study": "hdmnet", "regime": REGIME, "runs": runs}, indent=1) + "\n")

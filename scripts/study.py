@@ -42,6 +42,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from segproto.utils.env import machine_info
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "work_dirs" / "studies"
 RESULTS = REPO / "benchmarks" / "results" / "studies"
@@ -151,12 +153,26 @@ def run_logged(cmd: list[str], log: Path, threads: int, append: bool = False) ->
         subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
+MACHINE = "machine.json"
+
+
+def note_machine(wd: Path) -> None:
+    """Adds this machine to the run's ``machine.json`` (a list: one entry per machine it trained on,
+    in order), unless it is the last one there."""
+    path = wd / MACHINE
+    seen = json.loads(path.read_text()) if path.is_file() else []
+    here = machine_info()  # segproto.utils.env: CPU, torch's CPU kernel set, library versions
+    if not seen or seen[-1] != here:
+        path.write_text(json.dumps([*seen, here], indent=1) + "\n")
+
+
 def train_run(config: str, wd: Path, overrides: list[str], threads: int, log: Path) -> bool:
     """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists; returns whether it trained.
 
     An interrupted run continues from its last checkpoint (appending to ``log``) and keeps the commit
     and thread count it started with; one stopped before its first checkpoint starts again. A start
-    writes ``commit.txt`` and ``threads.txt`` beside the run; ``wall_s.txt`` is the last segment's time.
+    writes ``commit.txt`` and ``threads.txt`` beside the run; ``wall_s.txt`` is the last segment's time;
+    ``machine.json`` lists the machines it trained on (a resume on another one adds it).
     """
     if (wd / "metrics.json").is_file():
         return False
@@ -170,6 +186,8 @@ def train_run(config: str, wd: Path, overrides: list[str], threads: int, log: Pa
     if not resume:
         (wd / "commit.txt").write_text(git_commit() + "\n")
         (wd / "threads.txt").write_text(f"{threads}\n")
+        (wd / MACHINE).unlink(missing_ok=True)
+    note_machine(wd)
     start = time.time()
     run_logged([*cmd, "--cfg-options", *overrides, "train.progress_bar=false"], log, threads, append=resume)
     (wd / "wall_s.txt").write_text(f"{time.time() - start:.1f}\n")
@@ -196,6 +214,7 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
             "commit": commit.read_text().strip() if commit.is_file() else None,
+            **({"machine": json.loads((wd / MACHINE).read_text())} if (wd / MACHINE).is_file() else {}),
             "metrics": _metrics(wd),
             **({"test_metrics": _metrics(wd, TEST_METRICS)} if (wd / TEST_METRICS).is_file() else {})}
 

@@ -23,6 +23,7 @@ from segproto.methods import build_method
 from segproto.utils import dist as sdist
 from segproto.utils.checkpoint import (CheckpointError, find_last_checkpoint, load_checkpoint, remove_stale_temps,
                                        save_checkpoint, save_marker)
+from segproto.utils.env import format_machine, machine_info
 from segproto.utils.log import echo
 
 from .builder import build_split, eval_loader, label_space, level_target_fn, train_loader
@@ -121,6 +122,7 @@ class Trainer:
             echo(f"segproto {segproto.__version__}: {describe(config_to_dict(cfg), list(self.class_names))}, "
                  f"train.iters {cfg.train.iters} (from {self.start_iter}), batch {cfg.data.batch_size} x "
                  f"{self.world} process(es) on {self.device}; work dir {self.work_dir}")
+            echo(f"machine: {format_machine(machine_info())}; {torch.get_num_threads()} threads")
         sdist.barrier()
         self.model = self.method
         if self.world > 1:

@@ -77,12 +77,17 @@ def test_run_log_work_dir_and_clamp_line(pico_run):
     assert [ln.split()[1] for ln in lines if ln.startswith("iter ")] == ["2/4", "4/4"]
     assert [ln.split(":")[0] for ln in lines if ln.startswith("eval iter")] == ["eval iter 2", "eval iter 4"]
     assert any(ln.startswith("segproto ") and "method 'pico'" in ln for ln in lines)  # the summary
+    import torch  # the machine line: CPU kernel set and versions, what decides a run's rounding
+    [machine] = [ln for ln in lines if ln.startswith("machine: ")]
+    assert f"(torch CPU kernels {torch.backends.cpu.get_cpu_capability()})" in machine
+    assert f"torch {torch.__version__.split('+')[0]}" in machine
     assert "mIoU" in log and "level coarse:" in log  # the per-class table and the levels
     assert all(ln in out.stdout + out.stderr for ln in lines)  # every logged line is one the run printed
     # --resume appends: the first run's lines stay, the resumed run's follow
     _train(tmp, "configs/pico/tiny.yaml", "--cfg-options", "train.iters=4", "--resume")
     again = (wd / "train.log").read_text()
     assert again.startswith(log) and "resumed from" in again[len(log):]
+    assert again[len(log):].count("\nmachine: ") == 1  # each segment names the machine it ran on
 
 
 @pytest.mark.slow

@@ -71,12 +71,13 @@ def test_study_records_a_finished_run(tmp_path, monkeypatch):
                    "coarse": {"aAcc": 90.0, "mIoU": 60.0, "mAcc": 70.0}}}))
     (wd / "commit.txt").write_text("abc\n")
     (wd / "threads.txt").write_text("1\n")
+    (wd / "machine.json").write_text(json.dumps([{"cpu": "A", "torch_cpu_capability": "AVX2"}]))
     path = study.write_results("pretrained128", "pico")
     data = json.loads(path.read_text())
     assert path.name == "pretrained128_pico.json"
     assert data["runs"] == [{
         "variant": "ce", "seed": 1, "config": "configs/pretrained128/ce.yaml", "overrides": [], "threads": 1,
-        "wall_s": None, "commit": "abc",
+        "wall_s": None, "commit": "abc", "machine": [{"cpu": "A", "torch_cpu_capability": "AVX2"}],
         "metrics": {"aAcc": 80.0, "mIoU": 40.0, "mAcc": 50.0, "aAcc_fine": 80.0, "mIoU_fine": 40.0,
                     "mAcc_fine": 50.0, "aAcc_coarse": 90.0, "mIoU_coarse": 60.0, "mAcc_coarse": 70.0,
                     "IoU": [40.0], "classes": ["a"]}}]
@@ -238,6 +239,7 @@ def test_sweep_record_and_table_from_a_sweep_work_dir(tmp_path):
 def test_a_resumed_study_run_keeps_the_commit_and_threads_it_started_with(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "WORK", tmp_path / "work")
     monkeypatch.setattr(study, "git_commit", lambda: "now")
+    monkeypatch.setattr(study, "machine_info", lambda: {"cpu": "B"})
     calls = []
 
     def fake(cmd, log, threads, append=False):
@@ -250,11 +252,13 @@ def test_a_resumed_study_run_keeps_the_commit_and_threads_it_started_with(tmp_pa
     (wd / "last_checkpoint").write_text("iter_1000.pth")
     (wd / "commit.txt").write_text("first\n")
     (wd / "threads.txt").write_text("2\n")
+    (wd / "machine.json").write_text(json.dumps([{"cpu": "A"}]))
     assert study.train("pretrained128", "pico", "pico_memory", 2, 1) == wd
     [(cmd, log, threads, append)] = calls
     assert "--resume" in cmd and append and log == wd / "stdout.log" and threads == 1
     assert cmd[cmd.index("--cfg-options") + 1:] == ["seed=2", "train.progress_bar=false"]
     assert (wd / "commit.txt").read_text() == "first\n" and (wd / "threads.txt").read_text() == "2\n"
+    assert json.loads((wd / "machine.json").read_text()) == [{"cpu": "A"}, {"cpu": "B"}]  # resumed elsewhere
     study.train("pretrained128", "pico", "pico_memory", 2, 1)  # finished: not trained again
     assert len(calls) == 1
 
@@ -303,3 +307,23 @@ def test_asha_replay_marks_the_decisions_a_resume_changed(tmp_path, capsys):
     record.write_text(json.dumps({"trials": trials}))
     with pytest.raises(SystemExit, match="without a timestamp"):
         replay.main([str(record), "--grace-period", "1000", "--max-t", "1500"])
+
+
+def test_a_study_run_notes_the_machine_it_trained_on(tmp_path, monkeypatch):
+    """A fresh start replaces what an earlier start left; a resume on the same machine adds nothing."""
+    import torch
+
+    monkeypatch.setattr(study, "WORK", tmp_path / "work")
+    monkeypatch.setattr(study, "git_commit", lambda: "now")
+    monkeypatch.setattr(study, "run_logged", lambda cmd, log, threads, append=False: None)
+    wd = study._work_dir("pretrained128", "pico", "ce", 0)
+    wd.mkdir(parents=True)
+    (wd / "machine.json").write_text(json.dumps([{"cpu": "left by a start that never checkpointed"}]))
+    study.train("pretrained128", "pico", "ce", 0, 1)
+    [here] = json.loads((wd / "machine.json").read_text())
+    assert here["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert here["torch"] == torch.__version__.split("+")[0]
+    assert here["cpu"]
+    (wd / "last_checkpoint").write_text("iter_500.pth")
+    study.train("pretrained128", "pico", "ce", 0, 1)  # resumed on the same machine
+    assert json.loads((wd / "machine.json").read_text()) == [here]
