@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import MACHINE, run_logged, train_run  # noqa: E402
+from study import MACHINE, machine_record, run_logged, train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
@@ -232,9 +232,7 @@ def write_study() -> Path:
                          "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
                          "threads": int(info["threads"]) if "threads" in info else None,
                          "wall_s": float(info["wall_s"]) if "wall_s" in info else None,
-                         "commit": info.get("commit"),
-                         **({"machine": json.loads((wd / MACHINE).read_text())} if (wd / MACHINE).is_file() else {}),
-                         "metrics": metrics})
+                         "commit": info.get("commit"), **machine_record(wd), "metrics": metrics})
     STUDIES.mkdir(parents=True, exist_ok=True)
     path = STUDIES / f"{REGIME}_hdmnet.json"
     path.write_text(json.dumps({"study": "hdmnet", "regime": REGIME, "runs": runs}, indent=1) + "\n")

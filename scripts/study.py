@@ -166,6 +166,12 @@ def note_machine(wd: Path) -> None:
         path.write_text(json.dumps([*seen, here], indent=1) + "\n")
 
 
+def machine_record(wd: Path) -> dict:
+    """``{"machine": [...]}`` from the run's ``machine.json``, or ``{}`` for a run without one."""
+    path = wd / MACHINE
+    return {"machine": json.loads(path.read_text())} if path.is_file() else {}
+
+
 def train_run(config: str, wd: Path, overrides: list[str], threads: int, log: Path) -> bool:
     """``segproto.train`` of ``config`` into ``wd`` unless its metrics.json exists; returns whether it trained.
 
@@ -214,7 +220,7 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
             "commit": commit.read_text().strip() if commit.is_file() else None,
-            **({"machine": json.loads((wd / MACHINE).read_text())} if (wd / MACHINE).is_file() else {}),
+            **machine_record(wd),
             "metrics": _metrics(wd),
             **({"test_metrics": _metrics(wd, TEST_METRICS)} if (wd / TEST_METRICS).is_file() else {})}
 
