@@ -177,7 +177,8 @@ def train_run(config: str, wd: Path, overrides: list[str], threads: int, log: Pa
 
     An interrupted run continues from its last checkpoint (appending to ``log``) and keeps the commit
     and thread count it started with; one stopped before its first checkpoint starts again. A start
-    writes ``commit.txt`` and ``threads.txt`` beside the run; ``wall_s.txt`` is the last segment's time;
+    writes ``commit.txt`` and ``threads.txt`` beside the run; ``wall_s.txt`` is the last process's
+    wall time (the record's ``train_seconds``, from metrics.json, adds up every process);
     ``machine.json`` lists the machines it trained on (a resume on another one adds it).
     """
     if (wd / "metrics.json").is_file():
@@ -208,6 +209,17 @@ def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Pat
     return wd
 
 
+def _train_seconds(wd: Path) -> dict:
+    """``train_seconds`` of the run's metrics.json (training time over every process of a resumed
+    run, ``train_seconds_partial`` where a checkpoint lacked it), for runs whose trainer writes
+    ``process_seconds`` beside it; ``{}`` for older runs, whose ``train_seconds`` is the last process's."""
+    m = json.loads((wd / "metrics.json").read_text())
+    if "process_seconds" not in m:
+        return {}
+    return {"train_seconds": round(m["train_seconds"], 1),
+            **({"train_seconds_partial": True} if m.get("train_seconds_partial") else {})}
+
+
 def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
     """The result record of one finished run, or None."""
     wd = _work_dir(regime, study, variant, seed)
@@ -219,6 +231,7 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
     return {"variant": variant, "seed": seed, "config": config, "overrides": overrides,
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
+            **_train_seconds(wd),
             "commit": commit.read_text().strip() if commit.is_file() else None,
             **machine_record(wd),
             "metrics": _metrics(wd),

@@ -106,6 +106,9 @@ class Trainer:
         self.amp_dtype = (torch.float16 if amp_cuda else torch.bfloat16) if cfg.train.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.start_iter, self.best = 0, {"mIoU": -1.0, "iter": 0}
+        # seconds of training before this process (from the resumed checkpoint); None: not recorded there
+        self.seconds_before: Optional[float] = 0.0
+        self._t_run = time.perf_counter()
         self.last_ckpt: Optional[Path] = None
         self.confusion: Optional[list] = None  # of the final evaluation
         self._saved: list[tuple[int, Path]] = []  # (iteration, path): resumed from or written by this run
@@ -130,9 +133,15 @@ class Trainer:
             self.model = DDP(self.method, device_ids=ids, find_unused_parameters=self.method.find_unused_parameters)
 
     # ------------------------------------------------------------------ state
+    def _train_seconds(self) -> float:
+        """Training time up to now over every process of the run (those before a resume only as far
+        as the checkpoint it resumed from; a checkpoint without the count contributes 0)."""
+        return (self.seconds_before or 0.0) + time.perf_counter() - self._t_run
+
     def _state(self, it: int) -> dict:
         return {
             "meta": {"iter": it, "segproto": segproto.__version__, "config": config_to_dict(self.cfg),
+                     "train_seconds": round(self._train_seconds(), 3),
                      "classes": list(self.class_names), "world_size": self.world,
                      "palette": [list(map(int, c)) for c in self.palette] if self.palette else None},
             "model": self.method.state_dict(),
@@ -199,6 +208,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.rank])
         self.start_iter, self.best, self.last_ckpt = it, dict(state["best"]), path
+        before = meta.get("train_seconds")
+        self.seconds_before = float(before) if before is not None else None
         self._saved.append((it, path))
         if self.main:
             echo(f"resumed from {path} at iteration {self.start_iter}")
@@ -302,7 +313,7 @@ class Trainer:
             bar = tqdm(total=tcfg.iters, initial=self.start_iter, desc="train", dynamic_ncols=True, file=sys.stderr)
         window, t_iter, t_data, n_win = defaultdict(float), 0.0, 0.0, 0
         metrics: dict = {}
-        t_run = time.perf_counter()
+        self._t_run = time.perf_counter()
         self.method.train()
         for it in range(self.start_iter + 1, tcfg.iters + 1):
             t0 = time.perf_counter()
@@ -350,7 +361,7 @@ class Trainer:
         if not metrics:  # resumed at the end: evaluate the final weights
             metrics = self._evaluate(final=True)
         if self.main:
-            self._finish(metrics, time.perf_counter() - t_run, writer)
+            self._finish(metrics, writer)
         return metrics
 
     def _last_good(self, it: int) -> str:
@@ -371,9 +382,13 @@ class Trainer:
                 if suspect else "")
         return f"Last good checkpoint: {path}{note}"
 
-    def _finish(self, metrics: dict, seconds: float, writer: ScalarWriter) -> None:
+    def _finish(self, metrics: dict, writer: ScalarWriter) -> None:
         writer.close()
-        out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, "train_seconds": seconds}
+        segment = time.perf_counter() - self._t_run
+        times = {"train_seconds": (self.seconds_before or 0.0) + segment, "process_seconds": segment}
+        if self.seconds_before is None:  # resumed from a checkpoint that does not hold the earlier time
+            times["train_seconds_partial"] = True
+        out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, **times}
         (self.work_dir / "metrics.json").write_text(json.dumps(json_clean(out), indent=2))
         echo(format_fewshot(metrics) if "FB-IoU" in metrics else format_table(metrics, self.class_names))
         for name, lv in metrics.get("levels", {}).items():

@@ -93,6 +93,31 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path):
     assert fresh["mIoU"] == resumed["mIoU"] and (tmp_path / "fresh/metrics.json").is_file()
 
 
+
+def test_train_seconds_add_up_over_a_resume(tiny_cfg, tmp_path):
+    full = tmp_path / "full"
+    Trainer(tiny_cfg(), full).run()
+    first = json.loads((full / "metrics.json").read_text())
+    assert first["train_seconds"] == first["process_seconds"] > 0 and "train_seconds_partial" not in first
+    before = load_checkpoint(full / "iter_3.pth")["meta"]["train_seconds"]
+    assert 0 < before < first["train_seconds"]
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(full / "iter_3.pth", part / "iter_3.pth")
+    Trainer(tiny_cfg(), part, resume=True).run()
+    got = json.loads((part / "metrics.json").read_text())
+    assert got["train_seconds"] == pytest.approx(before + got["process_seconds"], abs=1e-6)
+    assert load_checkpoint(part / "iter_6.pth")["meta"]["train_seconds"] > before
+    # a checkpoint that does not hold the count (written before it existed): the total is marked partial
+    state = load_checkpoint(full / "iter_3.pth")
+    del state["meta"]["train_seconds"]
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(state, old / "iter_3.pth")
+    Trainer(tiny_cfg(), old, resume=True).run()
+    got = json.loads((old / "metrics.json").read_text())
+    assert got["train_seconds_partial"] is True and got["train_seconds"] == got["process_seconds"]
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     wd = tmp_path / "wd"
     trainer = Trainer(tiny_cfg(), wd)
