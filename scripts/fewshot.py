@@ -18,7 +18,10 @@ resumes. Each finished run's small result files are copied to ``<results>/<run>/
 checkpoints stay in ``work_dirs``). The table (mean ± sample std over training seeds of the
 per-run episode-seed means) is built from those copies, printed and written to
 ``<results>/hdmnet.json``; every run is also recorded in
-``benchmarks/results/studies/<regime>_hdmnet.json`` (``scripts/study_tables.py``).
+``benchmarks/results/studies/<regime>_hdmnet.json`` (``scripts/study_tables.py``). A stage one
+trained again on another machine is kept, with its floor, under ``<results>/retrained/`` (copied
+there by hand); that floor is recorded as a ``prior_only`` run with ``stage_one: retrained`` and its
+machine, and the tables compare each trained run with the floor of its fold from the same machine.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import MACHINE, machine_record, run_logged, train_run  # noqa: E402
+from study import MACHINE, machine_record, note_machine, run_logged, train_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
@@ -70,6 +73,7 @@ def _train(config: str, wd: Path, overrides: list[str], threads: int) -> None:
 
 
 RUN_INFO = ["commit.txt", "threads.txt", "wall_s.txt", MACHINE]
+RETRAINED = "retrained"  # RESULTS/retrained/: stage ones (and their floors) trained again on a later machine
 
 
 def _keep(wd: Path, names: list[str]) -> None:
@@ -129,7 +133,8 @@ def prior_run(fold: int, threads: int) -> Path:
         wd.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(json_clean({**summary, "fold": fold, "shots": k, "threshold": PRIOR_THRESHOLD,
                                               "seeds": runs}), indent=2))
-    _keep(wd, [f"test_{k}shot.json" for k in SHOTS])
+        note_machine(wd)  # the floor belongs to the stage one of this machine (docs/results.md, "Machines")
+    _keep(wd, [*(f"test_{k}shot.json" for k in SHOTS), MACHINE])
     print(f"done {wd.name}: " + "  ".join(
         f"{k}-shot mIoU {json.loads((wd / f'test_{k}shot.json').read_text())['mIoU']:.2f}" for k in SHOTS), flush=True)
     return wd
@@ -217,7 +222,10 @@ def write_study() -> Path:
     runs = []
     for variant in (*VARIANTS, "prior_only"):
         pattern = "prior_fold*" if variant == "prior_only" else f"{variant}_fold*_s*"
-        for wd in sorted(RESULTS.glob(pattern)):
+        # RETRAINED/prior_fold<f>: the floor of a stage one trained again on another machine
+        dirs = [*sorted(RESULTS.glob(pattern)), *(sorted((RESULTS / RETRAINED).glob(pattern))
+                                                  if variant == "prior_only" else [])]
+        for wd in dirs:
             tests = {k: wd / f"test_{k}shot.json" for k in SHOTS}
             if not all(t.is_file() for t in tests.values()):
                 continue
@@ -232,7 +240,8 @@ def write_study() -> Path:
                          "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
                          "threads": int(info["threads"]) if "threads" in info else None,
                          "wall_s": float(info["wall_s"]) if "wall_s" in info else None,
-                         "commit": info.get("commit"), **machine_record(wd), "metrics": metrics})
+                         "commit": info.get("commit"), **machine_record(wd),
+                         **({"stage_one": RETRAINED} if wd.parent.name == RETRAINED else {}), "metrics": metrics})
     STUDIES.mkdir(parents=True, exist_ok=True)
     path = STUDIES / f"{REGIME}_hdmnet.json"
     path.write_text(json.dumps({"study": "hdmnet", "regime": REGIME, "runs": runs}, indent=1) + "\n")

@@ -111,20 +111,28 @@ def table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _machine_key(run: dict) -> tuple | None:
+    """The CPU and torch kernel set of the first machine a run's record names (None: not recorded)."""
+    machines = run.get("machine") or [None]
+    first = machines[0] or {}
+    return (first.get("cpu"), first.get("torch_cpu_capability")) if first else None
+
+
 def _prior_floor(runs: list[dict]) -> str:
-    """Trained model minus the untrained prior floor of the same fold, per variant and shot count
-    ('' without a floor or without a trained run of a floored fold)."""
-    floor = {r["fold"]: r for r in runs if r["variant"] == "prior_only"}
+    """Trained model minus the untrained prior floor of the same fold from the same machine (the
+    floor of the stage one the run was trained on: each machine trained its own stage ones), per
+    variant and shot count ('' without a floor or without a trained run of a floored fold)."""
+    floor = {(r["fold"], _machine_key(r)): r for r in runs if r["variant"] == "prior_only"}
     parts = []
     for variant in dict.fromkeys(r["variant"] for r in runs if r["variant"] != "prior_only"):
         for k in ("mIoU_1shot", "mIoU_5shot"):
-            diffs = [_value(r, k) - _value(floor[r["fold"]], k) for r in runs
-                     if r["variant"] == variant and r["fold"] in floor]
+            diffs = [_value(r, k) - _value(floor[(r["fold"], _machine_key(r))], k) for r in runs
+                     if r["variant"] == variant and (r["fold"], _machine_key(r)) in floor]
             if diffs:
                 parts.append(f"{variant} {k.split('_')[1]} {paired(diffs)}")
     if not parts:
         return ""
-    return "Trained model minus the prior floor of its fold (mIoU, 95% interval over fold x seed runs): " + \
+    return "Trained model minus the prior floor of its fold and machine (mIoU, 95% interval over fold x seed runs): " + \
         "; ".join(parts) + "."
 
 

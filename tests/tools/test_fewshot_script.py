@@ -82,7 +82,15 @@ def test_study_record_carries_commit_threads_and_wall(tmp_path, monkeypatch):
     assert (d["fold"], d["seed"], d["commit"], d["threads"], d["wall_s"]) == (2, 1, "abc123", 1, 12.5)
     assert d["metrics"]["mIoU_1shot"] == 11.0 and d["metrics"]["mIoU_5shot"] == 15.0
     p = by_variant["prior_only"]
-    assert (p["fold"], p["seed"], p["commit"], p["threads"]) == (2, None, None, None)
+    assert (p["fold"], p["seed"], p["commit"], p["threads"]) == (2, None, None, None) and "stage_one" not in p
+    again = tmp_path / "results" / "retrained" / "prior_fold2"  # the floor of a stage one trained again
+    again.mkdir(parents=True)
+    for k in fs.SHOTS:
+        (again / f"test_{k}shot.json").write_text(json.dumps({"mIoU": 5.0, "FB-IoU": 41.0}))
+    (again / "machine.json").write_text(json.dumps([{"cpu": "B"}]))
+    floors = [r for r in json.loads(fs.write_study().read_text())["runs"] if r["variant"] == "prior_only"]
+    assert [(r["metrics"]["mIoU_1shot"], r.get("stage_one"), r.get("machine")) for r in floors] == [
+        (3.0, None, None), (5.0, "retrained", [{"cpu": "B"}])]
 
 
 def test_bad_job_or_thread_counts_are_refused(capsys):

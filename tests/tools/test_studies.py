@@ -292,6 +292,22 @@ def test_fewshot_table_states_the_floor_difference_only_when_there_is_one():
                          "distill 5shot -5.00 (1 pair).")
 
 
+def test_fewshot_floor_is_the_one_of_the_runs_own_machine():
+    def run(variant, fold, seed, one, five, machine=None):
+        rec = {"variant": variant, "fold": fold, "seed": seed, "metrics": {"mIoU_1shot": one, "mIoU_5shot": five}}
+        return {**rec, "machine": [machine]} if machine else rec
+
+    new = {"cpu": "B", "torch_cpu_capability": "AVX512", "numpy": "2"}
+    runs = [run("prior_only", 0, None, 17.0, 18.0), run("prior_only", 0, None, 15.0, 16.0, new),
+            run("distill", 0, 0, 13.0, 20.0), run("distill", 0, 1, 14.0, 19.0, new),
+            run("distill", 1, 1, 9.0, 9.0, new)]  # fold 1 has no floor from machine B: not compared
+    # by hand: seed 0 on the first machine 13 - 17 = -4, 20 - 18 = +2; seed 1 on B 14 - 15 = -1, 19 - 16 = +3
+    # 1 shot: mean -2.5, sd 2.1213, half 12.7062 * 2.1213 / sqrt(2) = 19.06; 5 shots: mean +2.5, sd 0.7071, half 6.35
+    text = tables.table({"study": "hdmnet", "runs": runs})
+    assert text.endswith("distill 1shot -2.50 [-21.56, +16.56]; distill 5shot +2.50 [-3.85, +8.85].")
+    assert "prior_only | 2 |" in text
+
+
 def test_asha_replay_marks_the_decisions_a_resume_changed(tmp_path, capsys):
     """Hand-computed (rung 1000, rf 2; cut = median of the earlier rung scores): a 38.08 (first)
     and b 38.24 pass; c 39.06 passes; d 39.11 passes (cut 38.24) though the sweep stopped it; e 37.0
