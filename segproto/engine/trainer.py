@@ -106,7 +106,7 @@ class Trainer:
         self.amp_dtype = (torch.float16 if amp_cuda else torch.bfloat16) if cfg.train.amp else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_cuda)
         self.start_iter, self.best = 0, {"mIoU": -1.0, "iter": 0}
-        # seconds of training before this process (from the resumed checkpoint); None: not recorded there
+        # training seconds of the processes before a resume (its checkpoint's count; None: not recorded there)
         self.seconds_before: Optional[float] = 0.0
         self._t_run = time.perf_counter()
         self.last_ckpt: Optional[Path] = None
@@ -133,15 +133,10 @@ class Trainer:
             self.model = DDP(self.method, device_ids=ids, find_unused_parameters=self.method.find_unused_parameters)
 
     # ------------------------------------------------------------------ state
-    def _train_seconds(self) -> float:
-        """Training time up to now over every process of the run (those before a resume only as far
-        as the checkpoint it resumed from; a checkpoint without the count contributes 0)."""
-        return (self.seconds_before or 0.0) + time.perf_counter() - self._t_run
-
     def _state(self, it: int) -> dict:
         return {
             "meta": {"iter": it, "segproto": segproto.__version__, "config": config_to_dict(self.cfg),
-                     "train_seconds": round(self._train_seconds(), 3),
+                     "train_seconds": round((self.seconds_before or 0.0) + time.perf_counter() - self._t_run, 3),
                      "classes": list(self.class_names), "world_size": self.world,
                      "palette": [list(map(int, c)) for c in self.palette] if self.palette else None},
             "model": self.method.state_dict(),
@@ -208,8 +203,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"][self.rank])
         self.start_iter, self.best, self.last_ckpt = it, dict(state["best"]), path
-        before = meta.get("train_seconds")
-        self.seconds_before = float(before) if before is not None else None
+        self.seconds_before = None if meta.get("train_seconds") is None else float(meta["train_seconds"])
         self._saved.append((it, path))
         if self.main:
             echo(f"resumed from {path} at iteration {self.start_iter}")
@@ -385,9 +379,8 @@ class Trainer:
     def _finish(self, metrics: dict, writer: ScalarWriter) -> None:
         writer.close()
         segment = time.perf_counter() - self._t_run
-        times = {"train_seconds": (self.seconds_before or 0.0) + segment, "process_seconds": segment}
-        if self.seconds_before is None:  # resumed from a checkpoint that does not hold the earlier time
-            times["train_seconds_partial"] = True
+        times = {"train_seconds": (self.seconds_before or 0.0) + segment, "process_seconds": segment,
+                 **({"train_seconds_partial": True} if self.seconds_before is None else {})}
         out = {**metrics, "iter": self.cfg.train.iters, "best": self.best, **times}
         (self.work_dir / "metrics.json").write_text(json.dumps(json_clean(out), indent=2))
         echo(format_fewshot(metrics) if "FB-IoU" in metrics else format_table(metrics, self.class_names))
