@@ -113,8 +113,7 @@ def table(data: dict) -> str:
 
 def _machine_key(run: dict) -> tuple | None:
     """The CPU and torch kernel set of the first machine a run's record names (None: not recorded)."""
-    machines = run.get("machine") or [None]
-    first = machines[0] or {}
+    first = (run.get("machine") or [{}])[0]
     return (first.get("cpu"), first.get("torch_cpu_capability")) if first else None
 
 
@@ -123,11 +122,11 @@ def _prior_floor(runs: list[dict]) -> str:
     floor of the stage one the run was trained on: each machine trained its own stage ones), per
     variant and shot count ('' without a floor or without a trained run of a floored fold)."""
     floor = {(r["fold"], _machine_key(r)): r for r in runs if r["variant"] == "prior_only"}
+    own = [(r, floor.get((r["fold"], _machine_key(r)))) for r in runs if r["variant"] != "prior_only"]
     parts = []
-    for variant in dict.fromkeys(r["variant"] for r in runs if r["variant"] != "prior_only"):
+    for variant in dict.fromkeys(r["variant"] for r, _ in own):
         for k in ("mIoU_1shot", "mIoU_5shot"):
-            diffs = [_value(r, k) - _value(floor[(r["fold"], _machine_key(r))], k) for r in runs
-                     if r["variant"] == variant and (r["fold"], _machine_key(r)) in floor]
+            diffs = [_value(r, k) - _value(f, k) for r, f in own if r["variant"] == variant and f is not None]
             if diffs:
                 parts.append(f"{variant} {k.split('_')[1]} {paired(diffs)}")
     if not parts:

@@ -93,7 +93,6 @@ def test_resume_continues_exactly(tiny_cfg, tmp_path):
     assert fresh["mIoU"] == resumed["mIoU"] and (tmp_path / "fresh/metrics.json").is_file()
 
 
-
 def test_train_seconds_add_up_over_a_resume(tiny_cfg, tmp_path):
     full = tmp_path / "full"
     Trainer(tiny_cfg(), full).run()
@@ -117,6 +116,7 @@ def test_train_seconds_add_up_over_a_resume(tiny_cfg, tmp_path):
     Trainer(tiny_cfg(), old, resume=True).run()
     got = json.loads((old / "metrics.json").read_text())
     assert got["train_seconds_partial"] is True and got["train_seconds"] == got["process_seconds"]
+
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, tmp_path, monkeypatch):
     wd = tmp_path / "wd"

@@ -83,7 +83,6 @@ def test_study_records_a_finished_run(tmp_path, monkeypatch):
                     "IoU": [40.0], "classes": ["a"]}}]
 
 
-
 def test_record_takes_train_seconds_only_where_the_trainer_added_them_up(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "WORK", tmp_path / "work")
     monkeypatch.setattr(study, "RESULTS", tmp_path / "results")
@@ -98,6 +97,7 @@ def test_record_takes_train_seconds_only_where_the_trainer_added_them_up(tmp_pat
     runs = json.loads(study.write_results("pretrained128", "pico").read_text())["runs"]
     got = {r["seed"]: {k: r[k] for k in ("train_seconds", "train_seconds_partial") if k in r} for r in runs}
     assert got == {0: {}, 1: {"train_seconds": 900.0}, 2: {"train_seconds": 300.0, "train_seconds_partial": True}}
+
 
 def test_shared_ce_run_is_one_training():
     assert study._work_dir("pretrained128", "pico", "ce", 0) == study._work_dir("pretrained128", "hiposeg", "ce", 0)
