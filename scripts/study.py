@@ -132,7 +132,11 @@ def _seeds_on_disk(regime: str, study: str, variant: str) -> list[int]:
 
 def _metrics(wd: Path, name: str = "metrics.json") -> dict:
     """The record's metrics: dataset-level aAcc / mIoU / mAcc, each taxonomy level, per-class IoU."""
-    m = json.loads((wd / name).read_text())
+    return _select_metrics(json.loads((wd / name).read_text()))
+
+
+def _select_metrics(m: dict) -> dict:
+    """:func:`_metrics` of an already-read metrics file ``m``."""
     out = {k: m[k] for k in ("aAcc", "mIoU", "mAcc")}
     for level, values in m.get("levels", {}).items():
         for k in ("aAcc", "mIoU", "mAcc"):
@@ -209,11 +213,10 @@ def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Pat
     return wd
 
 
-def _train_seconds(wd: Path) -> dict:
-    """``train_seconds`` of the run's metrics.json (training time over every process of a resumed
+def _train_seconds(m: dict) -> dict:
+    """``train_seconds`` of a run's metrics.json ``m`` (training time over every process of a resumed
     run, ``train_seconds_partial`` where a checkpoint lacked it), for runs whose trainer writes
     ``process_seconds`` beside it; ``{}`` for older runs, whose ``train_seconds`` is the last process's."""
-    m = json.loads((wd / "metrics.json").read_text())
     if "process_seconds" not in m:
         return {}
     return {"train_seconds": round(m["train_seconds"], 1),
@@ -226,15 +229,16 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
     if not (wd / "metrics.json").is_file():
         return None
     config, overrides = STUDIES[regime][study][variant]
+    metrics = json.loads((wd / "metrics.json").read_text())
     wall = wd / "wall_s.txt"
     commit = wd / "commit.txt"
     return {"variant": variant, "seed": seed, "config": config, "overrides": overrides,
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
-            **_train_seconds(wd),
+            **_train_seconds(metrics),
             "commit": commit.read_text().strip() if commit.is_file() else None,
             **machine_record(wd),
-            "metrics": _metrics(wd),
+            "metrics": _select_metrics(metrics),
             **({"test_metrics": _metrics(wd, TEST_METRICS)} if (wd / TEST_METRICS).is_file() else {})}
 
 

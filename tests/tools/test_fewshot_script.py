@@ -72,6 +72,8 @@ def test_study_record_carries_commit_threads_and_wall(tmp_path, monkeypatch):
     (run / "commit.txt").write_text("abc123\n")
     (run / "threads.txt").write_text("1\n")
     (run / "wall_s.txt").write_text("12.5\n")
+    # resumed once: 30 s in the first process (kept in the checkpoint) + 12.5 s in the last
+    (run / "metrics.json").write_text(json.dumps({"mIoU": 40.0, "train_seconds": 42.5, "process_seconds": 12.5}))
     prior = tmp_path / "results" / "prior_fold2"  # no training: no run info
     prior.mkdir()
     for k in fs.SHOTS:
@@ -80,9 +82,11 @@ def test_study_record_carries_commit_threads_and_wall(tmp_path, monkeypatch):
     by_variant = {r["variant"]: r for r in data["runs"]}
     d = by_variant["distill"]
     assert (d["fold"], d["seed"], d["commit"], d["threads"], d["wall_s"]) == (2, 1, "abc123", 1, 12.5)
+    assert d["train_seconds"] == 42.5 and "train_seconds_partial" not in d
     assert d["metrics"]["mIoU_1shot"] == 11.0 and d["metrics"]["mIoU_5shot"] == 15.0
     p = by_variant["prior_only"]
     assert (p["fold"], p["seed"], p["commit"], p["threads"]) == (2, None, None, None) and "stage_one" not in p
+    assert "train_seconds" not in p
     again = tmp_path / "results" / "retrained" / "prior_fold2"  # the floor of a stage one trained again
     again.mkdir(parents=True)
     for k in fs.SHOTS:
