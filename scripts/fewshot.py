@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study import MACHINE, _train_seconds, machine_record, note_machine, run_logged, train_run  # noqa: E402
+from study import MACHINE, machine_record, note_machine, run_logged, train_run, train_seconds_record  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "benchmarks" / "results" / "studies"
@@ -240,7 +240,7 @@ def write_study() -> Path:
                          "config": CFG, "overrides": [] if variant == "prior_only" else VARIANTS[variant],
                          "threads": int(info["threads"]) if "threads" in info else None,
                          "wall_s": float(info["wall_s"]) if "wall_s" in info else None,
-                         **(_train_seconds(json.loads((wd / "metrics.json").read_text()))
+                         **(train_seconds_record(json.loads((wd / "metrics.json").read_text()))
                             if (wd / "metrics.json").is_file() else {}),
                          "commit": info.get("commit"), **machine_record(wd),
                          **({"stage_one": RETRAINED} if wd.parent.name == RETRAINED else {}), "metrics": metrics})

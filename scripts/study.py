@@ -213,7 +213,7 @@ def train(regime: str, study: str, variant: str, seed: int, threads: int) -> Pat
     return wd
 
 
-def _train_seconds(m: dict) -> dict:
+def train_seconds_record(m: dict) -> dict:
     """``train_seconds`` of a run's metrics.json ``m`` (training time over every process of a resumed
     run, ``train_seconds_partial`` where a checkpoint lacked it), for runs whose trainer writes
     ``process_seconds`` beside it; ``{}`` for older runs, whose ``train_seconds`` is the last process's."""
@@ -235,7 +235,7 @@ def record(regime: str, study: str, variant: str, seed: int) -> dict | None:
     return {"variant": variant, "seed": seed, "config": config, "overrides": overrides,
             "threads": int((wd / "threads.txt").read_text()) if (wd / "threads.txt").is_file() else None,
             "wall_s": float(wall.read_text()) if wall.is_file() else None,
-            **_train_seconds(metrics),
+            **train_seconds_record(metrics),
             "commit": commit.read_text().strip() if commit.is_file() else None,
             **machine_record(wd),
             "metrics": _select_metrics(metrics),
