@@ -32,6 +32,10 @@ from tests.engine.conftest import REPO  # noqa: E402
 from tests.engine.ray_procs import private_ray_tmp, processes_using  # noqa: E402
 
 SPACE = {"optim.lr": {"loguniform": [0.005, 0.05]}}
+# The cluster test needs one trial finished while the other still trains. Two trials of the same
+# size, both restarted when the node goes, can finish within one poll of each other; seeded TPE
+# (seed 0) draws batch sizes 2 and 4 for its two trials, so one takes about twice as long a step.
+UNEVEN_SPACE = {**SPACE, "data.batch_size": {"choice": [2, 4]}}
 ITERS = 12
 DEADLINE_S = 480
 
@@ -90,7 +94,7 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
                                                                                        monkeypatch):
     from ray.cluster_utils import Cluster
 
-    cfg, space, wd = write_cfg(iters=ITERS), write_space(SPACE), tmp_path / "sweep"
+    cfg, space, wd = write_cfg(iters=ITERS), write_space(UNEVEN_SPACE), tmp_path / "sweep"
     with private_ray_tmp() as ray_tmp:
         monkeypatch.setenv("RAY_TMPDIR", ray_tmp)
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -136,6 +140,8 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
                     assert proc.poll() is None, "both trials finished before the driver could be killed"
                     proc.kill()
                     proc.wait(timeout=60)
+                    sizes = {json.loads(p.read_text())["data.batch_size"] for p in wd.glob("trial_*/params.json")}
+                    assert sizes == {2, 4}, f"the two trials should draw batch sizes 2 and 4, got {sizes}"
                     done_dir = wd / f"trial_{finished}"
                     snapshot = {p: p.stat().st_mtime_ns for p in done_dir.rglob("*") if "checkpoint_" in p.name}
                     reports = (done_dir / "result.json").read_text()
