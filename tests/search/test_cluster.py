@@ -124,6 +124,8 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
                     while not [t for t, it in _registered(wd).items() if t != killed]:  # the other one under way
                         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
                         time.sleep(0.2)
+                    sizes = {json.loads(p.read_text())["data.batch_size"] for p in wd.glob("trial_*/params.json")}
+                    assert sizes == {2, 4}, f"the two trials should draw batch sizes 2 and 4, got {sizes}"
                     # A worker node lost during the sweep (its workers die with it), and a new one joins.
                     assert proc.poll() is None, log.read_text()[-4000:]
                     cluster.remove_node(nodes[0])
@@ -140,8 +142,6 @@ def test_sweep_of_ddp_trials_survives_a_killed_worker_a_lost_node_and_a_killed_d
                     assert proc.poll() is None, "both trials finished before the driver could be killed"
                     proc.kill()
                     proc.wait(timeout=60)
-                    sizes = {json.loads(p.read_text())["data.batch_size"] for p in wd.glob("trial_*/params.json")}
-                    assert sizes == {2, 4}, f"the two trials should draw batch sizes 2 and 4, got {sizes}"
                     done_dir = wd / f"trial_{finished}"
                     snapshot = {p: p.stat().st_mtime_ns for p in done_dir.rglob("*") if "checkpoint_" in p.name}
                     reports = (done_dir / "result.json").read_text()
