@@ -27,6 +27,7 @@ __all__ = [
     "sampled_contrast_loss",
     "all_pairs_contrast_loss",
     "sample_hard_anchors",
+    "hardest_by_class",
     "select_examples",
     "similarity_and_masks",
     "synthesize_negatives",
@@ -90,6 +91,18 @@ def contrast_loss_from_logits(pos_logits: Tensor, pos_mask: Tensor, neg_logits: 
     return -(temperature / base_temperature) * mean
 
 
+def _logits(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor], contrast_labels: Optional[Tensor],
+            temperature: float) -> tuple[Tensor, Tensor]:
+    """``(anchors @ contrast^T / T [N, M], contrast labels [M])``; the anchors themselves without
+    ``contrast``. In float32, or float64 for float64 anchors."""
+    a = anchors if anchors.dtype == torch.float64 else anchors.float()
+    if contrast is None:
+        return _full_precision_dot(a, a) / temperature, anchor_labels
+    if contrast_labels is None:
+        raise ValueError("pixel contrast: `contrast` needs `contrast_labels`")
+    return _full_precision_dot(a, contrast) / temperature, contrast_labels
+
+
 def similarity_and_masks(anchors: Tensor, anchor_labels: Tensor, contrast: Optional[Tensor] = None,
                          contrast_labels: Optional[Tensor] = None, temperature: float = 0.1,
                          ignore_index: int = 255) -> tuple[Tensor, Tensor, Tensor]:
@@ -105,14 +118,7 @@ def similarity_and_masks(anchors: Tensor, anchor_labels: Tensor, contrast: Optio
     Returns:
         (sim [N, M], pos [N, M] bool, neg [N, M] bool).
     """
-    a = anchors if anchors.dtype == torch.float64 else anchors.float()
-    if contrast is None:
-        c, c_labels = a, anchor_labels
-    else:
-        if contrast_labels is None:
-            raise ValueError("pixel contrast: `contrast` needs `contrast_labels`")
-        c, c_labels = contrast, contrast_labels
-    sim = _full_precision_dot(a, c) / temperature  # [N, M]
+    sim, c_labels = _logits(anchors, anchor_labels, contrast, contrast_labels, temperature)
     valid = (anchor_labels != ignore_index).unsqueeze(1) & (c_labels != ignore_index).unsqueeze(0)
     same = anchor_labels.unsqueeze(1) == c_labels.unsqueeze(0)  # [N, M]
     pos, neg = same & valid, ~same & valid
@@ -185,6 +191,56 @@ def select_examples(sim: Tensor, mask: Tensor, k: int, mode: str, hardest_is_lar
     return top.gather(1, pick), pick < pool
 
 
+def hardest_by_class(sim: Tensor, anchor_labels: Tensor, contrast_labels: Tensor, k: int,
+                     ignore_index: int = 255) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`select_examples` ``"hardest"`` for the positives and for the negatives of a labelled
+    contrast set, without ``[N, M]`` masks.
+
+    The contrast columns are grouped by label once; per anchor class, the positives are ranked
+    within the class's own columns only (``n_c x P_c`` instead of ``N x M``) and the negatives over
+    one copy of the class's rows with its own and the ignored columns set to ``-inf``. The same
+    columns as :func:`select_examples` on the masks of :func:`similarity_and_masks` (the order of
+    exactly equal similarities aside), with a loop over the anchor classes that waits for the
+    device, so :func:`sampled_contrast_loss` uses it on the CPU only.
+
+    Args:
+        sim: [N, M] similarities. anchor_labels: [N] int64. contrast_labels: [M] int64.
+        k: columns per anchor. ignore_index: rows and columns with this label take no part.
+
+    Returns:
+        (positive idx, positive valid, negative idx, negative valid), each [N, min(k, M)]; the
+        positives are the k least similar columns of the anchor's class, the negatives the k most
+        similar of the other classes; ``valid`` is False past an anchor's number of candidates.
+    """
+    n, m = sim.shape
+    k = min(k, m)
+    score, dev = sim.detach(), sim.device
+    order = torch.argsort(contrast_labels, stable=True)
+    classes, counts = torch.unique_consecutive(contrast_labels[order], return_counts=True)
+    ends = counts.cumsum(0)
+    segment = dict(zip(classes.tolist(), zip((ends - counts).tolist(), ends.tolist())))
+    ignored = order[contrast_labels[order] == ignore_index]  # [I] columns that are nobody's negative
+    pos_idx = torch.zeros(n, k, dtype=torch.long, device=dev)
+    pos_ok = torch.zeros(n, k, dtype=torch.bool, device=dev)
+    neg_idx, neg_ok = torch.zeros_like(pos_idx), torch.zeros_like(pos_ok)
+    for c in torch.unique(anchor_labels).tolist():
+        if c == ignore_index:
+            continue
+        rows = (anchor_labels == c).nonzero().squeeze(1)
+        start, end = segment.get(c, (0, 0))
+        cols = order[start:end]  # [P_c] this class's columns
+        sub = score.index_select(0, rows)  # [n_c, M]
+        if end > start:
+            kp = min(k, end - start)
+            pos_idx[rows, :kp] = cols[(-sub.index_select(1, cols)).topk(kp, dim=1).indices]
+            pos_ok[rows, :kp] = True
+        sub[:, cols] = float("-inf")
+        sub[:, ignored] = float("-inf")
+        neg_idx[rows] = sub.topk(k, dim=1).indices  # finite (valid) columns come first
+        neg_ok[rows] = torch.arange(k, device=dev) < m - (end - start) - ignored.numel()
+    return pos_idx, pos_ok, neg_idx, neg_ok
+
+
 class Synthesized(NamedTuple):
     """Synthesized hard negatives (unit norm, detached)."""
 
@@ -241,7 +297,8 @@ def sampled_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Opti
 
     ``sampling="all"`` uses every positive and negative (= :func:`all_pairs_contrast_loss`); otherwise
     each anchor keeps ``hard_k`` positives and ``hard_k`` negatives chosen by
-    :func:`select_examples`. With ``synth_neg_neg``/``synth_neg_anchor`` > 0, negatives mixed from
+    :func:`select_examples` (``"hardest"`` against a ``contrast`` set on the CPU: by
+    :func:`hardest_by_class`, the same columns without the ``[N, M]`` masks). With ``synth_neg_neg``/``synth_neg_anchor`` > 0, negatives mixed from
     each anchor's ``hard_k`` hardest negatives are appended (:func:`synthesize_negatives`).
 
     Returns:
@@ -249,13 +306,18 @@ def sampled_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Opti
     """
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampled_contrast_loss: sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
-    sim, pos, neg = similarity_and_masks(anchors, anchor_labels, contrast, contrast_labels, temperature,
-                                         ignore_index)
+    if sampling == "hardest" and contrast is not None and anchors.device.type == "cpu":
+        sim, c_labels = _logits(anchors, anchor_labels, contrast, contrast_labels, temperature)
+        pi, pos_m, ni, neg_m = hardest_by_class(sim, anchor_labels, c_labels, hard_k, ignore_index)
+    else:
+        sim, pos, neg = similarity_and_masks(anchors, anchor_labels, contrast, contrast_labels, temperature,
+                                             ignore_index)
+        if sampling != "all":
+            pi, pos_m = select_examples(sim, pos, hard_k, sampling, False, semi_hard_frac, generator)
+            ni, neg_m = select_examples(sim, neg, hard_k, sampling, True, semi_hard_frac, generator)
     if sampling == "all":
         pos_l, pos_m, neg_l, neg_m = sim, pos, sim, neg
     else:
-        pi, pos_m = select_examples(sim, pos, hard_k, sampling, False, semi_hard_frac, generator)
-        ni, neg_m = select_examples(sim, neg, hard_k, sampling, True, semi_hard_frac, generator)
         pos_l, neg_l = sim.gather(1, pi), sim.gather(1, ni)  # [N, k]
     extra = extra_mask = None
     if synth_neg_neg + synth_neg_anchor > 0:

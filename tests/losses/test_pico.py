@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from segproto.losses.pico import memory_contrast_loss
-from segproto.losses import (pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors, select_examples,
-                             synthesize_negatives)
+from segproto.losses import (hardest_by_class, pico_contrast_loss, pixel_contrast_loss, sample_hard_anchors,
+                             select_examples, synthesize_negatives)
 
 
 def unit(n, d, seed, dtype=torch.float64):
@@ -286,6 +286,55 @@ def test_random_selection_is_valid_and_distinct():
     for row in range(5):
         got = idx[row][valid[row]].tolist()
         assert len(got) == min(6, int(mask[row].sum())) == len(set(got)) and all(mask[row, got])
+
+
+def _labelled_case():
+    """Anchors and an interleaved contrast set: ignored rows on both sides, a class (3) with fewer
+    than k columns, one (4) with none, one (5) with no anchor."""
+    la = torch.tensor([0, 1, 255, 3, 4, 0, 2, 1, 255, 4, 3, 2, 0])
+    lc = torch.tensor([0, 1, 2, 255, 5] * 8 + [3, 3])
+    return unit(13, 6, 30), la, unit(42, 6, 31), lc
+
+
+def test_hardest_by_class_matches_sort_reference():
+    a, la, c, lc = _labelled_case()
+    sim = a @ c.t()
+    ok = (la[:, None] != 255) & (lc[None, :] != 255)
+    same = la[:, None] == lc[None, :]
+    pi, pv, ni, nv = hardest_by_class(sim, la, lc, 5)
+    assert pi.shape == ni.shape == (13, 5)
+    for idx, valid, mask, largest in ((pi, pv, same & ok, False), (ni, nv, ~same & ok, True)):
+        for row, want in enumerate(sort_reference(sim, mask, 5, largest)):
+            assert valid[row].tolist() == [j < len(want) for j in range(5)]
+            assert idx[row][valid[row]].tolist() == want
+    assert pv[[2, 4, 8, 9]].sum() == 0 and pv[3].sum() == 2 and nv[[2, 8]].sum() == 0 and nv[4].all()
+
+
+@pytest.mark.parametrize("synth", [0, 3])
+def test_cpu_hardest_loss_and_gradient_equal_the_masked_selection(synth):
+    """sampled_contrast_loss (hardest_by_class on the CPU) against the loss composed by hand from
+    select_examples on explicit masks, value and gradient (the negative synthesis draws alike)."""
+    a, la, c, lc = _labelled_case()
+    a = a.requires_grad_()
+    got = pico_contrast_loss(a, la, c, lc, sampling="hardest", hard_k=5, synth_neg_neg=synth,
+                             synth_neg_anchor=synth, generator=torch.Generator().manual_seed(7))
+    (g_got,) = torch.autograd.grad(got, a)
+    sim = a @ c.t() / 0.1
+    ok = (la[:, None] != 255) & (lc[None, :] != 255)
+    same = la[:, None] == lc[None, :]
+    pi, pv = select_examples(sim, same & ok, 5, "hardest", False)
+    ni, nv = select_examples(sim, ~same & ok, 5, "hardest", True)
+    pos, neg = sim.gather(1, pi), sim.gather(1, ni)
+    lse = [torch.logsumexp(neg[i][nv[i]], 0) for i in range(13)]
+    if synth:
+        syn = synthesize_negatives(a, c, ni, nv, synth, synth, 0.5, torch.Generator().manual_seed(7))
+        extra = torch.einsum("nd,ned->ne", a, syn.feats) / 0.1
+        lse = [torch.logsumexp(torch.cat([neg[i][nv[i]], extra[i]]), 0) for i in range(13)]
+    terms = [(pos[i][pv[i]] - torch.logaddexp(pos[i][pv[i]], lse[i])).mean() for i in range(13) if pv[i].any()]
+    want = -(0.1 / 0.07) * torch.stack(terms).mean()
+    (g_want,) = torch.autograd.grad(want, a)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    assert torch.allclose(g_got, g_want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("sampling", ["hardest", "semi_hard", "random"])
