@@ -43,6 +43,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="benchmarks/results/pico_hardest.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    repeats = 2 if a.quick else a.repeats
     c = load_config(a.config).loss.contrast
     n, d, k = c.max_samples, c.proj_dim, c.hard_k
     per_class = c.memory_size + c.region_memory_size
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
         loss = fn()
         results[name] = (loss.item(), torch.autograd.grad(loss, anchors)[0])
     times = {name: [] for name in variants}
-    for _ in range(2 if a.quick else a.repeats):
+    for _ in range(repeats):
         for name, fn in variants.items():
             t0 = time.perf_counter()
             torch.autograd.grad(fn(), anchors)
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
     grad_diff = float((results["by_class"][1] - results["masked"][1]).abs().max())
     print(f"|loss difference| {loss_diff:.3g}, max |gradient difference| {grad_diff:.3g}")
     out = write_json(a.out, {
-        "machine": machine(), "quick": a.quick, "repeats": 2 if a.quick else a.repeats, "config": a.config,
+        "machine": machine(), "quick": a.quick, "repeats": repeats, "config": a.config,
         "anchors": n, "dim": d, "classes": a.classes, "memory_rows": a.classes * per_class, "hard_k": k,
         "rows": rows, "ratio_by_class_over_masked": med["by_class"] / med["masked"],
         "loss": {name: r[0] for name, r in results.items()}, "abs_loss_difference": loss_diff,

@@ -219,7 +219,7 @@ def hardest_by_class(sim: Tensor, anchor_labels: Tensor, contrast_labels: Tensor
     classes, counts = torch.unique_consecutive(contrast_labels[order], return_counts=True)
     ends = counts.cumsum(0)
     segment = dict(zip(classes.tolist(), zip((ends - counts).tolist(), ends.tolist())))
-    ignored = order[contrast_labels[order] == ignore_index]  # [I] columns that are nobody's negative
+    ignored = order[slice(*segment.get(ignore_index, (0, 0)))]  # [I] columns that are nobody's negative
     pos_idx = torch.zeros(n, k, dtype=torch.long, device=dev)
     pos_ok = torch.zeros(n, k, dtype=torch.bool, device=dev)
     neg_idx, neg_ok = torch.zeros_like(pos_idx), torch.zeros_like(pos_ok)
@@ -298,8 +298,9 @@ def sampled_contrast_loss(anchors: Tensor, anchor_labels: Tensor, contrast: Opti
     ``sampling="all"`` uses every positive and negative (= :func:`all_pairs_contrast_loss`); otherwise
     each anchor keeps ``hard_k`` positives and ``hard_k`` negatives chosen by
     :func:`select_examples` (``"hardest"`` against a ``contrast`` set on the CPU: by
-    :func:`hardest_by_class`, the same columns without the ``[N, M]`` masks). With ``synth_neg_neg``/``synth_neg_anchor`` > 0, negatives mixed from
-    each anchor's ``hard_k`` hardest negatives are appended (:func:`synthesize_negatives`).
+    :func:`hardest_by_class`, the same columns without the ``[N, M]`` masks). With
+    ``synth_neg_neg``/``synth_neg_anchor`` > 0, negatives mixed from each anchor's ``hard_k`` hardest
+    negatives are appended (:func:`synthesize_negatives`).
 
     Returns:
         Scalar loss.
